@@ -1,0 +1,194 @@
+# cython: language_level=3
+"""Scalar maths written so that the C compiler vectorises the loops calling it.
+
+Every function here is branch-free (ternaries become SIMD blends) and calls no
+libm function, so a loop over an array of them compiles to AVX-512/AVX2/SSE2/NEON
+code at whatever instruction set the module is built for. Build with
+``-fno-trapping-math`` (it keeps NaN/inf semantics, unlike ``-ffast-math``) so the
+compiler may evaluate both sides of a ternary.
+
+Accuracy, checked against mpmath in tests/test_fastmath.py:
+- ``exp_nonpos``: <= 2 ulp on [ln(smallest normal), 0]; below that the result
+  (a subnormal, < 2.3e-308 in float64, < 1.2e-38 in float32) is flushed to 0.
+- ``log1p_unit``: <= 2 ulp on [0, 1] (checked in float64; float32 to 1e-7 relative).
+- ``sum_lanes``/``dot_lanes``/``max_lanes``: double accumulators in a fixed
+  order, so the result does not depend on the vector width of the build.
+"""
+from cython cimport floating
+from libc.math cimport INFINITY
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* t = x*log2(e) + 1.5*2^52 holds round(x*log2(e)) = k in its low mantissa
+       bits; adding the exponent bias and shifting those bits into the exponent
+       field gives 2^k (valid for -1022 <= k <= 1023). memcpy is how C spells a
+       bit cast without breaking aliasing rules; compilers turn it into a move. */
+    static inline double fastloss_pow2_of_shifted_d(double t) {
+        uint64_t bits; memcpy(&bits, &t, sizeof bits);
+        bits = (bits + 1023u) << 52;
+        double r; memcpy(&r, &bits, sizeof r); return r;
+    }
+    /* The float version: t = x*log2(e) + 1.5*2^23, -126 <= k <= 127. */
+    static inline float fastloss_pow2_of_shifted_f(float t) {
+        uint32_t bits; memcpy(&bits, &t, sizeof bits);
+        bits = (bits + 127u) << 23;
+        float r; memcpy(&r, &bits, sizeof r); return r;
+    }
+    """
+    double pow2_of_shifted_d "fastloss_pow2_of_shifted_d"(double t) noexcept nogil
+    float pow2_of_shifted_f "fastloss_pow2_of_shifted_f"(float t) noexcept nogil
+
+# Lanes of the fixed-order accumulators: 16 doubles fill two AVX-512 registers,
+# and the order of additions stays the same whatever the vector width.
+cdef enum:
+    LANES = 16
+
+
+cdef inline floating exp_nonpos(floating x) noexcept nogil:
+    """exp(x) for x <= 0 (the only arguments the kernels need: logits minus their
+    row maximum, and -|x|). NaN gives NaN, -inf gives 0.
+
+    Cody-Waite range reduction x = k*ln2 + r with |r| <= ln2/2, then a Taylor
+    polynomial for exp(r) whose truncation error is below half an ulp (degree 13
+    in double, 7 in float), scaled by 2^k built from the exponent bits.
+    """
+    cdef floating lowest, shifted, k, r, p, clamped
+    cdef floating zero = 0  # typed: Cython writes a bare 0 or 1 as a C double
+    if floating is double:
+        # ln of the smallest normal double; below it exp is subnormal: flush to 0.
+        lowest = -708.3964185322641
+        clamped = lowest if x < lowest else x
+        shifted = clamped * 1.4426950408889634 + 6755399441055744.0
+        k = shifted - 6755399441055744.0
+        # ln2 split so that k*LN2_HI is exact for |k| < 2^20.
+        r = clamped - k * 6.93147180369123816490e-01 - k * 1.90821492927058770002e-10
+        p = 1.6059043836821613e-10
+        p = p * r + 2.08767569878681e-09
+        p = p * r + 2.505210838544172e-08
+        p = p * r + 2.755731922398589e-07
+        p = p * r + 2.7557319223985893e-06
+        p = p * r + 2.48015873015873e-05
+        p = p * r + 0.0001984126984126984
+        p = p * r + 0.001388888888888889
+        p = p * r + 0.008333333333333333
+        p = p * r + 0.041666666666666664
+        p = p * r + 0.16666666666666666
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        p = p * pow2_of_shifted_d(shifted)
+    else:
+        lowest = -87.33654475
+        clamped = lowest if x < lowest else x
+        shifted = clamped * <float>1.44269504 + <float>12582912.0
+        k = shifted - <float>12582912.0
+        # 0.693359375 has 9 significant bits, so k*LN2_HI is exact for |k| <= 126.
+        r = clamped - k * <float>0.693359375 - k * <float>(-2.12194440e-4)
+        p = <float>1.98412698e-4
+        p = p * r + <float>1.38888889e-3
+        p = p * r + <float>8.33333333e-3
+        p = p * r + <float>4.16666667e-2
+        p = p * r + <float>0.166666667
+        p = p * r + <float>0.5
+        p = p * r + <float>1.0
+        p = p * r + <float>1.0
+        p = p * pow2_of_shifted_f(shifted)
+    return zero if x < lowest else p
+
+
+cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept nogil:
+    """log(1 + z) for 0 <= z <= 1, given u = 1 + z and inv_u = 1/u (the BCE kernel
+    needs 1/(1 + exp(-|x|)) for the sigmoid anyway, so the division is shared).
+
+    fdlibm's method: u = 2^k * m with k in {0, 1} and m in [sqrt(1/2), sqrt(2));
+    log(m) from the odd series in s = (m-1)/(m+1) (minimax coefficients Lg1..);
+    the rounding error of 1 + z is added back as (z - (u - 1)) / u, which is what
+    makes it log1p and not log(1 + z).
+    """
+    cdef floating m, f, s, s2, hfsq, R, c, k
+    cdef floating one = 1, two = 2  # typed: Cython writes a bare 1 or 2 as a C double
+    if floating is double:
+        k = 1.0 if u > 1.4142135623730951 else 0.0
+    else:
+        k = <float>1.0 if u > <float>1.41421356 else <float>0.0
+    m = u * <floating>0.5 if k != 0 else u
+    f = m - one  # exact: m is within a factor of 2 of 1
+    c = (z - (u - one)) * inv_u
+    s = f / (two + f)
+    s2 = s * s
+    hfsq = <floating>0.5 * f * f
+    if floating is double:
+        R = s2 * (6.666666666666735130e-01 + s2 * (3.999999999940941908e-01 + s2 * (
+            2.857142874366239149e-01 + s2 * (2.222219843214978396e-01 + s2 * (
+                1.818357216161805012e-01 + s2 * (1.531383769920937332e-01
+                                                 + s2 * 1.479819860511658591e-01))))))
+        return (k * 6.93147180369123816490e-01
+                + (f - (hfsq - (s * (hfsq + R) + (k * 1.90821492927058770002e-10 + c)))))
+    else:
+        R = s2 * (<float>0.66666662693 + s2 * (<float>0.40000972152 + s2 * (
+            <float>0.28498786688 + s2 * <float>0.24279078841)))
+        return (k * <float>0.693359375
+                + (f - (hfsq - (s * (hfsq + R) + (k * <float>(-2.12194440e-4) + c)))))
+
+
+cdef inline double combine_lanes(double* acc) noexcept nogil:
+    """Pairwise tree over the LANES partial sums, always in the same order."""
+    cdef int width = LANES // 2, lane
+    while width >= 1:
+        for lane in range(width):
+            acc[lane] += acc[lane + width]
+        width //= 2
+    return acc[0]
+
+
+cdef inline double sum_lanes(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Sum of a[0:n] in double, in a fixed order of LANES interleaved partial sums."""
+    cdef double acc[LANES]
+    cdef Py_ssize_t i = 0, lane
+    for lane in range(LANES):
+        acc[lane] = 0
+    while i + LANES <= n:
+        for lane in range(LANES):
+            acc[lane] += a[i + lane]
+        i += LANES
+    for lane in range(n - i):
+        acc[lane] += a[i + lane]
+    return combine_lanes(acc)
+
+
+cdef inline double dot_lanes(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """Sum of a[i]*b[i] over i < n in double, in the fixed order of sum_lanes."""
+    cdef double acc[LANES]
+    cdef Py_ssize_t i = 0, lane
+    for lane in range(LANES):
+        acc[lane] = 0
+    while i + LANES <= n:
+        for lane in range(LANES):
+            acc[lane] += <double>a[i + lane] * b[i + lane]
+        i += LANES
+    for lane in range(n - i):
+        acc[lane] += <double>a[i + lane] * b[i + lane]
+    return combine_lanes(acc)
+
+
+cdef inline floating max_lanes(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Largest of a[0:n], ignoring NaN (a NaN then reaches the result through the
+    exp of its difference to the maximum); -inf for n == 0 or all-NaN."""
+    cdef floating acc[LANES]
+    cdef floating v
+    cdef Py_ssize_t i = 0, lane
+    for lane in range(LANES):
+        acc[lane] = -INFINITY
+    while i + LANES <= n:
+        for lane in range(LANES):
+            v = a[i + lane]
+            acc[lane] = v if v > acc[lane] else acc[lane]
+        i += LANES
+    for lane in range(n - i):
+        v = a[i + lane]
+        acc[lane] = v if v > acc[lane] else acc[lane]
+    for lane in range(1, LANES):
+        acc[0] = acc[lane] if acc[lane] > acc[0] else acc[0]
+    return acc[0]

@@ -1,0 +1,524 @@
+# The loss kernels. This file is compiled once per instruction set
+# (_kernels_baseline.pyx, _kernels_avx2.pyx, _kernels_avx512.pyx each include it)
+# and fastloss._dispatch imports the best one the CPU runs.
+#
+# Layout of every kernel:
+# - a `*_block` function: one fixed-size block of rows/elements, `nogil`, no
+#   Python objects, returns the block's loss sum in double;
+# - a `def` entry: takes arrays already validated by fastloss.functional, checks
+#   what only a pass over the data can (class indices), runs the blocks serially
+#   or with OpenMP, and adds the block sums in block order. Blocks have a fixed
+#   size, so the result is bit-identical whatever the number of threads.
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.math cimport log, NAN
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+
+from fastloss._fastmath cimport (
+    LANES, combine_lanes, dot_lanes, exp_nonpos, log1p_unit, max_lanes, sum_lanes,
+)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastloss_openmp_max_threads(void) { return omp_get_max_threads(); }
+    #define FASTLOSS_BUILT_WITH_OPENMP 1
+    #else
+    static int fastloss_openmp_max_threads(void) { return 1; }
+    #define FASTLOSS_BUILT_WITH_OPENMP 0
+    #endif
+    """
+    int openmp_max_threads "fastloss_openmp_max_threads"() noexcept nogil
+    int BUILT_WITH_OPENMP "FASTLOSS_BUILT_WITH_OPENMP"
+
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    static int fastloss_cpu_has_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    static int fastloss_cpu_has_avx512(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    }
+    #else
+    static int fastloss_cpu_has_avx2(void) { return 0; }
+    static int fastloss_cpu_has_avx512(void) { return 0; }
+    #endif
+    """
+    int cpu_has_avx2 "fastloss_cpu_has_avx2"() noexcept nogil
+    int cpu_has_avx512 "fastloss_cpu_has_avx512"() noexcept nogil
+
+cdef enum:
+    # Cross-entropy blocks hold about this many logits (at least one row, at most
+    # CE_MAX_BLOCK_ROWS rows), so the three passes over a block run in L1/L2.
+    CE_BLOCK_ELEMS = 4096
+    CE_MAX_BLOCK_ROWS = 256
+    # Elements per block of the pointwise losses; a block's losses sit in a
+    # stack buffer of this size before they are summed.
+    POINTWISE_BLOCK = 4096
+    # Below this many elements a call runs on the calling thread: starting a
+    # thread team costs more than it saves (see benchmarks/).
+    PARALLEL_MIN_ELEMS = 1 << 17
+
+# Reduction codes shared with fastloss.functional.
+REDUCTION_NONE = 0
+REDUCTION_MEAN = 1
+REDUCTION_SUM = 2
+
+# Pointwise loss codes shared with fastloss.functional.
+cpdef enum PointwiseLoss:
+    MSE = 0
+    HUBER = 1
+    BCE_WITH_LOGITS = 2
+
+
+def built_with_openmp():
+    """True when the kernels were compiled with OpenMP (else n_threads is ignored)."""
+    return bool(BUILT_WITH_OPENMP)
+
+
+def default_threads():
+    """The number of threads OpenMP would use now (OMP_NUM_THREADS, threadpoolctl)."""
+    return openmp_max_threads()
+
+
+def cpu_features():
+    """Which of the instruction sets fastloss has kernels for this CPU supports."""
+    return {"avx2": bool(cpu_has_avx2()), "avx512": bool(cpu_has_avx512())}
+
+
+cdef inline int threads_for(Py_ssize_t n_elems, int n_threads, Py_ssize_t n_blocks) noexcept nogil:
+    if n_threads < 1:
+        n_threads = openmp_max_threads()
+    if n_elems < PARALLEL_MIN_ELEMS or n_blocks < 2:
+        return 1
+    return n_threads if n_threads < n_blocks else <int>n_blocks
+
+
+cdef inline double sum_in_order(const double* block_sums, Py_ssize_t n_blocks) noexcept nogil:
+    cdef double total = 0
+    cdef Py_ssize_t b
+    for b in range(n_blocks):
+        total += block_sums[b]
+    return total
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+cdef inline void soft_target_sums(
+        const floating* q, const floating* weight, const floating* shifted, Py_ssize_t n,
+        double smoothing, double* target_dot, double* target_mass) noexcept nogil:
+    """With q' = (1-eps) q + eps/n: target_dot = sum_c w_c q'_c d_c and
+    target_mass = sum_c w_c q'_c, in the fixed order of the lane sums."""
+    cdef double dot[LANES]
+    cdef double mass[LANES]
+    cdef double tw, keep = 1 - smoothing, uniform = smoothing / n
+    cdef Py_ssize_t c, lane
+    for lane in range(LANES):
+        dot[lane] = 0
+        mass[lane] = 0
+    for c in range(n):
+        tw = keep * q[c] + uniform
+        if weight != NULL:
+            tw = tw * weight[c]
+        dot[c % LANES] += tw * shifted[c]
+        mass[c % LANES] += tw
+    target_dot[0] = combine_lanes(dot)
+    target_mass[0] = combine_lanes(mass)
+
+
+cdef double cross_entropy_block(
+        const floating* logits, const int64_t* target, const floating* probs,
+        const floating* weight, double weight_total, Py_ssize_t n_classes,
+        Py_ssize_t row_start, Py_ssize_t row_stop, int64_t ignore_index, double smoothing,
+        double grad_scale, const floating* grad_scale_rows,
+        floating* loss_rows, floating* work, bint want_grad) noexcept nogil:
+    """Loss (and gradient) of rows [row_start, row_stop); returns their loss sum.
+
+    `work` holds the block's rows: the gradient array itself (which may be the
+    logits' own buffer: every pass reads an element before writing it) or scratch.
+    With d = x - max(x), s = sum exp(d), a row's loss is Q*log(s) - T, where
+    index target y: Q = (1-eps) w_y + (eps/C) sum w, T = (1-eps) w_y d_y + (eps/C) sum w_c d_c
+    soft target q:  Q = sum w_c q'_c,             T = sum w_c q'_c d_c
+    and its gradient Q*softmax(x) - (the weights of T), scaled by grad_scale.
+    Working in d keeps Q*log(s) - T free of cancellation: both terms are >= 0.
+    """
+    cdef Py_ssize_t n_rows = row_stop - row_start, C = n_classes, r, j, row
+    cdef const floating* x
+    cdef const floating* q
+    cdef floating* g
+    cdef floating row_max, a, b_keep, b_uniform
+    cdef double target_dot[CE_MAX_BLOCK_ROWS]
+    cdef double target_mass[CE_MAX_BLOCK_ROWS]
+    cdef double keep = 1 - smoothing, uniform = smoothing / C
+    cdef double w_t, s, loss, loss_sum = 0, scale
+    cdef int64_t t
+    cdef bint soft = probs != NULL
+
+    # Pass 1, row by row: shift by the row maximum and take from the shifted
+    # logits what the loss needs, before pass 2 turns them into exponentials.
+    for r in range(n_rows):
+        row = row_start + r
+        x = logits + row * C
+        g = work + r * C
+        row_max = max_lanes(x, C)
+        for j in range(C):
+            g[j] = x[j] - row_max
+        if soft:
+            soft_target_sums(probs + row * C, weight, g, C, smoothing,
+                             &target_dot[r], &target_mass[r])
+        else:
+            t = target[row]
+            if t == ignore_index:
+                continue
+            w_t = weight[t] if weight != NULL else 1.0
+            target_dot[r] = keep * w_t * g[t]
+            target_mass[r] = keep * w_t + uniform * weight_total
+            if smoothing != 0:
+                target_dot[r] += uniform * (dot_lanes(weight, g, C) if weight != NULL
+                                            else sum_lanes(g, C))
+
+    # Pass 2: exponentials of the whole block at once, so that short rows fill
+    # SIMD registers too.
+    for j in range(n_rows * C):
+        work[j] = exp_nonpos(work[j])
+
+    # Pass 3, row by row: the loss, and the gradient written over the exponentials.
+    for r in range(n_rows):
+        row = row_start + r
+        g = work + r * C
+        if not soft and target[row] == ignore_index:
+            loss = 0
+            if want_grad:
+                for j in range(C):
+                    g[j] = 0
+        else:
+            s = sum_lanes(g, C)
+            loss = target_mass[r] * log(s) - target_dot[r]
+            if want_grad:
+                scale = grad_scale_rows[row] if grad_scale_rows != NULL else grad_scale
+                a = <floating>(scale * target_mass[r] / s)
+                b_keep = <floating>(scale * keep)
+                b_uniform = <floating>(scale * uniform)
+                if soft:
+                    q = probs + row * C
+                    if weight != NULL:
+                        for j in range(C):
+                            g[j] = g[j] * a - weight[j] * (b_keep * q[j] + b_uniform)
+                    else:
+                        for j in range(C):
+                            g[j] = g[j] * a - (b_keep * q[j] + b_uniform)
+                else:
+                    t = target[row]
+                    if smoothing == 0:
+                        for j in range(C):
+                            g[j] = g[j] * a
+                    elif weight != NULL:
+                        for j in range(C):
+                            g[j] = g[j] * a - b_uniform * weight[j]
+                    else:
+                        for j in range(C):
+                            g[j] = g[j] * a - b_uniform
+                    g[t] -= <floating>(scale * keep * (weight[t] if weight != NULL else 1.0))
+        if loss_rows != NULL:
+            loss_rows[row] = <floating>loss
+        loss_sum += loss
+    return loss_sum
+
+
+def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
+                  const floating[:, ::1] probs, const floating[::1] weight,
+                  int64_t ignore_index, double label_smoothing, int reduction,
+                  double grad_output, const floating[::1] grad_output_rows,
+                  floating[::1] loss_out, floating[:, ::1] grad, int n_threads):
+    """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient.
+
+    Exactly one of `target` (N,) class indices and `probs` (N, C) probabilities
+    is given. `loss_out` (N,) receives per-row losses for reduction "none";
+    `grad` (N, C), if given, receives the gradient of sum(grad_output * loss)
+    (per-row `grad_output_rows` for "none"). Returns the reduced loss ("none": nan).
+    Raises IndexError for a class index outside [0, C) other than ignore_index.
+    """
+    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
+    cdef Py_ssize_t rows_per_block, n_blocks, block_elems, b, i, bad_row = -1
+    cdef const floating* weight_ptr
+    cdef const int64_t* target_ptr
+    cdef const floating* probs_ptr
+    cdef const floating* rows_scale_ptr
+    cdef floating* loss_ptr
+    cdef floating* grad_ptr
+    cdef floating* scratch = NULL
+    cdef double* block_sums
+    cdef double weight_total = 0, denominator, scale = grad_output, total
+    cdef int64_t t
+    cdef int threads
+
+    if n_classes == 0:
+        raise ValueError("input: expected at least one class (C >= 1)")
+    if n_rows == 0:
+        return NAN if reduction == REDUCTION_MEAN else 0.0
+    # Pointers are taken only now: every array present is non-empty.
+    weight_ptr = NULL
+    if weight is not None:
+        weight_ptr = &weight[0]
+    target_ptr = NULL
+    if target is not None:
+        target_ptr = &target[0]
+    probs_ptr = NULL
+    if probs is not None:
+        probs_ptr = &probs[0, 0]
+    rows_scale_ptr = NULL
+    if grad_output_rows is not None:
+        rows_scale_ptr = &grad_output_rows[0]
+    loss_ptr = NULL
+    if loss_out is not None:
+        loss_ptr = &loss_out[0]
+    grad_ptr = NULL
+    if grad is not None:
+        grad_ptr = &grad[0, 0]
+    if weight_ptr != NULL:
+        weight_total = sum_lanes(weight_ptr, n_classes)
+    if probs_ptr != NULL:
+        denominator = <double>n_rows
+    else:
+        # One pass over the targets checks every index before a kernel uses it
+        # and gives the weight that "mean" divides by.
+        denominator = 0
+        with nogil:
+            for i in range(n_rows):
+                t = target_ptr[i]
+                if t == ignore_index:
+                    continue
+                if t < 0 or t >= n_classes:
+                    bad_row = i
+                    break
+                denominator += weight_ptr[t] if weight_ptr != NULL else 1.0
+        if bad_row >= 0:
+            raise IndexError(
+                f"target: class index {target_ptr[bad_row]} (at flat position {bad_row}) "
+                f"is out of range for {n_classes} classes; expected 0 <= target < "
+                f"{n_classes} or target == ignore_index ({ignore_index})")
+    if reduction == REDUCTION_MEAN:
+        # Every target ignored: the mean is 0/0 = nan, its gradient zero (as torch).
+        scale = grad_output / denominator if denominator != 0 else 0.0
+
+    rows_per_block = max(1, min(<Py_ssize_t>CE_MAX_BLOCK_ROWS, CE_BLOCK_ELEMS // n_classes))
+    n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
+    block_elems = rows_per_block * n_classes
+    threads = threads_for(n_rows * n_classes, n_threads, n_blocks)
+    block_sums = <double*>malloc(n_blocks * sizeof(double))
+    if grad_ptr == NULL:
+        scratch = <floating*>malloc(threads * block_elems * sizeof(floating))
+    if block_sums == NULL or (grad_ptr == NULL and scratch == NULL):
+        free(block_sums)
+        free(scratch)
+        raise MemoryError()
+    with nogil:
+        if threads == 1:
+            for b in range(n_blocks):
+                block_sums[b] = cross_entropy_block(
+                    &logits[0, 0], target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
+                    b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
+                    ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
+                    grad_ptr + b * block_elems if grad_ptr != NULL else scratch,
+                    grad_ptr != NULL)
+        else:
+            for b in prange(n_blocks, schedule="static", num_threads=threads):
+                block_sums[b] = cross_entropy_block(
+                    &logits[0, 0], target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
+                    b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
+                    ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
+                    grad_ptr + b * block_elems if grad_ptr != NULL
+                    else scratch + threadid() * block_elems,
+                    grad_ptr != NULL)
+        total = sum_in_order(block_sums, n_blocks)
+    free(block_sums)
+    free(scratch)
+    if reduction == REDUCTION_MEAN:
+        return total / denominator
+    if reduction == REDUCTION_SUM:
+        return total
+    return NAN
+
+
+# -------------------------------------------------------------- pointwise losses
+
+cdef inline void mse_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:
+    cdef floating d = x - y
+    loss[0] = d * d
+    slope[0] = (d + d)
+
+
+cdef inline void huber_point(floating x, floating y, floating delta,
+                             floating* loss, floating* slope) noexcept nogil:
+    cdef floating d = x - y
+    cdef floating abs_d = -d if d < 0 else d
+    loss[0] = <floating>0.5 * d * d if abs_d <= delta else delta * (abs_d - <floating>0.5 * delta)
+    # Clipped residual; at |d| == delta both sides give delta*sign(d). NaN stays NaN.
+    slope[0] = delta if d > delta else (-delta if d < -delta else d)
+
+
+cdef inline void bce_point(floating x, floating y, floating pos_weight,
+                           floating* loss, floating* slope) noexcept nogil:
+    """-[pw y log sigmoid(x) + (1-y) log(1 - sigmoid(x))] and its x-derivative.
+
+    With c = pw y + 1 - y the loss is A|x| + c log1p(exp(-|x|)), A = 1-y for
+    x >= 0 and pw*y for x < 0. A*|x| is taken as 0 when A == 0, so x = +-inf
+    gives the exact finite limit (torch gives nan there). The slope
+    (1-y) sigmoid(x) - pw y sigmoid(-x) equals c sigmoid(x) - pw y but keeps full
+    relative accuracy when it is tiny (x = 20, y = 1).
+    """
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    cdef floating abs_x = -x if x < zero else x
+    cdef floating e = exp_nonpos(-abs_x)
+    cdef floating u = one + e
+    cdef floating inv_u = one / u
+    # sigmoid(|x|) = 1/u and sigmoid(-|x|) = e/u: neither overflows, both exact at inf.
+    cdef floating sig = inv_u if x >= zero else e * inv_u
+    cdef floating sig_neg = e * inv_u if x >= zero else inv_u
+    cdef floating pwy = pos_weight * y
+    cdef floating c = pwy + one - y
+    cdef floating linear = (one - y) if x >= zero else pwy
+    loss[0] = (zero if linear == zero else linear * abs_x) + c * log1p_unit(e, u, inv_u)
+    slope[0] = (one - y) * sig - pwy * sig_neg
+
+
+cdef inline Py_ssize_t segment_stop(Py_ssize_t i, Py_ssize_t stop, Py_ssize_t period) noexcept nogil:
+    """End of the run from element i that stays inside one period of a repeating weight."""
+    return min(stop, (i // period + 1) * period)
+
+
+cdef double pointwise_block(
+        PointwiseLoss kind, const floating* x, const floating* y,
+        const floating* weight, Py_ssize_t weight_period,
+        const floating* pos_weight, Py_ssize_t pos_weight_period, floating delta,
+        Py_ssize_t start, Py_ssize_t stop, double grad_scale, const floating* grad_scale_elems,
+        floating* loss_elems, floating* grad) noexcept nogil:
+    """Loss (and gradient) of elements [start, stop); returns their loss sum.
+
+    Each step is its own branch-free loop over the block so that it vectorises:
+    the loss and scaled slope, then (when given) weights and per-element factors.
+    `weight`/`pos_weight` (BCE only; may be NULL) repeat with their period (the
+    input's last dimension, or the whole input), walked in runs that stay inside
+    one period so every inner loop is contiguous.
+    """
+    cdef floating loss_buffer[POINTWISE_BLOCK]
+    cdef floating slope_buffer[POINTWISE_BLOCK]
+    cdef floating* losses = loss_elems + start if loss_elems != NULL else loss_buffer
+    cdef floating* slopes = grad + start if grad != NULL else slope_buffer
+    cdef const floating* xs = x + start
+    cdef const floating* ys = y + start
+    # A per-element factor is applied in a pass of its own (reduction "none" only).
+    cdef floating scale = 1 if grad_scale_elems != NULL else <floating>grad_scale
+    cdef Py_ssize_t n = stop - start, i, run, run_stop, offset
+
+    cdef floating slope
+    if kind == MSE:
+        for i in range(n):
+            mse_point(xs[i], ys[i], &losses[i], &slope)
+            slopes[i] = slope * scale
+    elif kind == HUBER:
+        for i in range(n):
+            huber_point(xs[i], ys[i], delta, &losses[i], &slope)
+            slopes[i] = slope * scale
+    elif pos_weight == NULL:
+        for i in range(n):
+            bce_point(xs[i], ys[i], <floating>1, &losses[i], &slope)
+            slopes[i] = slope * scale
+    else:
+        run = start
+        while run < stop:
+            run_stop = segment_stop(run, stop, pos_weight_period)
+            offset = run % pos_weight_period - run
+            for i in range(run, run_stop):
+                bce_point(x[i], y[i], pos_weight[i + offset], &losses[i - start], &slope)
+                slopes[i - start] = slope * scale
+            run = run_stop
+    if weight != NULL:
+        run = start
+        while run < stop:
+            run_stop = segment_stop(run, stop, weight_period)
+            offset = run % weight_period - run
+            for i in range(run, run_stop):
+                losses[i - start] = weight[i + offset] * losses[i - start]
+                slopes[i - start] = weight[i + offset] * slopes[i - start]
+            run = run_stop
+    if grad_scale_elems != NULL and grad != NULL:
+        for i in range(n):
+            slopes[i] = slopes[i] * grad_scale_elems[start + i]
+    return sum_lanes(losses, n)
+
+
+def pointwise_loss(PointwiseLoss kind, const floating[::1] input, const floating[::1] target,
+                   const floating[::1] weight, Py_ssize_t weight_period,
+                   const floating[::1] pos_weight, Py_ssize_t pos_weight_period,
+                   double delta, int reduction, double grad_output,
+                   const floating[::1] grad_output_elems, floating[::1] loss_out,
+                   floating[::1] grad, int n_threads):
+    """An elementwise loss over flat contiguous `input`/`target`, fused with its gradient.
+
+    `loss_out` receives per-element losses for reduction "none"; `grad`, if
+    given, the gradient of sum(grad_output * loss) (per-element
+    `grad_output_elems` for "none"). Returns the reduced loss ("none": nan).
+    """
+    cdef Py_ssize_t n = input.shape[0], n_blocks, b
+    cdef const floating* weight_ptr
+    cdef const floating* pos_weight_ptr
+    cdef const floating* elems_scale_ptr
+    cdef floating* loss_ptr
+    cdef floating* grad_ptr
+    cdef double* block_sums
+    cdef double scale = grad_output / n if reduction == REDUCTION_MEAN else grad_output
+    cdef double total
+    cdef int threads
+
+    if n == 0:
+        return NAN if reduction == REDUCTION_MEAN else 0.0
+    # Pointers are taken only now: every array present is non-empty.
+    weight_ptr = NULL
+    if weight is not None:
+        weight_ptr = &weight[0]
+    pos_weight_ptr = NULL
+    if pos_weight is not None:
+        pos_weight_ptr = &pos_weight[0]
+    elems_scale_ptr = NULL
+    if grad_output_elems is not None:
+        elems_scale_ptr = &grad_output_elems[0]
+    loss_ptr = NULL
+    if loss_out is not None:
+        loss_ptr = &loss_out[0]
+    grad_ptr = NULL
+    if grad is not None:
+        grad_ptr = &grad[0]
+    n_blocks = (n + POINTWISE_BLOCK - 1) // POINTWISE_BLOCK
+    threads = threads_for(n, n_threads, n_blocks)
+    block_sums = <double*>malloc(n_blocks * sizeof(double))
+    if block_sums == NULL:
+        raise MemoryError()
+    with nogil:
+        if threads == 1:
+            for b in range(n_blocks):
+                block_sums[b] = pointwise_block(
+                    kind, &input[0], &target[0], weight_ptr, weight_period,
+                    pos_weight_ptr, pos_weight_period, <floating>delta,
+                    b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
+                    scale, elems_scale_ptr, loss_ptr, grad_ptr)
+        else:
+            for b in prange(n_blocks, schedule="static", num_threads=threads):
+                block_sums[b] = pointwise_block(
+                    kind, &input[0], &target[0], weight_ptr, weight_period,
+                    pos_weight_ptr, pos_weight_period, <floating>delta,
+                    b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
+                    scale, elems_scale_ptr, loss_ptr, grad_ptr)
+        total = sum_in_order(block_sums, n_blocks)
+    free(block_sums)
+    if reduction == REDUCTION_MEAN:
+        return total / n
+    if reduction == REDUCTION_SUM:
+        return total
+    return NAN

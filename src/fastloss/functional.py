@@ -1,0 +1,442 @@
+"""The public API: torch.nn.functional's losses on NumPy arrays, each fused with its gradient.
+
+Every loss comes in two forms with the same arguments:
+
+- ``name(input, target, ...) -> loss``
+- ``name_with_grad(input, target, ..., grad_output=None, out=None) -> (loss, grad_input)``
+  where ``grad_input`` (input's shape and dtype) is the gradient of
+  ``sum(grad_output * loss)`` with respect to ``input``, computed in the same
+  pass over the data as the loss. ``grad_output`` defaults to 1; for
+  ``reduction="none"`` it may be an array of the loss's shape. ``out=`` (an array
+  of input's shape and dtype, C-contiguous; ``input`` itself is allowed) receives
+  the gradient without allocating.
+
+Conventions shared by all of them:
+
+- ``input`` is float32 or float64 and results keep its dtype (float16 is
+  computed in float32 and cast back); integer, bool and complex inputs raise
+  TypeError. Inputs are never modified; non-contiguous inputs are copied first.
+- ``reduction`` is ``"none"`` (per-element, or per-sample for cross-entropy,
+  losses as an array), ``"mean"`` or ``"sum"`` (a NumPy scalar of input's dtype).
+- ``n_threads``: the most OpenMP threads to use (default: OpenMP's own setting,
+  so ``OMP_NUM_THREADS`` and threadpoolctl apply). Inputs under about 1e5
+  elements always run on the calling thread. Results are bit-identical for
+  every thread count.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _dispatch
+
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_with_grad",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "huber_loss",
+    "huber_loss_with_grad",
+    "mse_loss",
+    "mse_loss_with_grad",
+]
+
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+# Pointwise loss codes of the kernels (their PointwiseLoss enum).
+_MSE, _HUBER, _BCE = 0, 1, 2
+# A weight that repeats along the input's last dimension is passed to the
+# kernel as one row when rows are at least this long; shorter rows would make
+# the kernel's contiguous segments too short, so such weights are expanded.
+_MIN_WEIGHT_ROW = 64
+
+
+# ------------------------------------------------------------------ validation
+
+def _reduction_code(reduction: Any) -> int:
+    code = _REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
+    if code is None:
+        raise ValueError(f"reduction: expected 'none', 'mean' or 'sum', got {reduction!r}")
+    return code
+
+
+def _float_input(value: Any) -> np.ndarray:
+    """`input` as a C-contiguous float32/float64 array (float16 upcast to float32)."""
+    array = value if type(value) is np.ndarray else np.asarray(value)
+    dtype = array.dtype
+    if dtype == np.float64 or dtype == np.float32:
+        return array if array.flags.c_contiguous else array.copy(order="C")
+    if dtype == np.float16:
+        return array.astype(np.float32, order="C")
+    raise TypeError(f"input: expected a float32 or float64 array, got dtype {dtype}")
+
+
+def _float_operand(value: Any, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """A float operand of exactly `shape`, C-contiguous in the compute `dtype`."""
+    array = value if type(value) is np.ndarray else np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} (input's shape), got {array.shape}")
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        array = array.astype(dtype, order="C")
+    return array
+
+
+def _real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """A weight: any real (integer or float) array, as `dtype`."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real-valued array, got dtype {array.dtype}")
+    return array.astype(dtype, copy=False)
+
+
+def _threads(n_threads: Any) -> int:
+    if n_threads is None:
+        return -1  # the kernels ask OpenMP
+    try:
+        count = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(f"n_threads: expected a positive integer or None, got {n_threads!r}") from None
+    if count < 1:
+        raise ValueError(f"n_threads: expected a positive integer or None, got {count}")
+    return count
+
+
+def _grad_scale(grad_output: Any, code: int, loss_shape: tuple, dtype: np.dtype):
+    """(scalar, per-element array or None) of the gradient's outer factor."""
+    if grad_output is None:
+        return 1.0, None
+    array = grad_output if type(grad_output) is np.ndarray else np.asarray(grad_output)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"grad_output: expected a real number or array, got dtype {array.dtype}")
+    if array.ndim == 0:
+        return float(array), None
+    if code != 0:
+        raise ValueError(f"grad_output: a reduced loss takes a scalar grad_output, "
+                         f"got shape {array.shape}")
+    if array.shape != loss_shape:
+        raise ValueError(f"grad_output: expected a scalar or the loss's shape {loss_shape}, "
+                         f"got {array.shape}")
+    return 1.0, np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+
+
+def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
+    """`out` must be a writeable C-contiguous array of input's shape and dtype that
+    overlaps no operand (it may be `input` itself: the kernels allow that)."""
+    if type(out) is not np.ndarray:
+        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {dtype} (input's dtype), got {out.dtype}")
+    shape = np.shape(input)
+    if out.shape != shape:
+        raise ValueError(f"out: expected shape {shape} (input's shape), got {out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out: expected a writeable C-contiguous array")
+    for operand in operands:
+        if operand is not None and np.may_share_memory(out, operand):
+            raise ValueError("out: must not overlap target, weights or grad_output")
+    if out is not input and np.may_share_memory(out, input):
+        raise ValueError("out: may be input itself, but must not partially overlap it")
+
+
+def _result_dtype(input: Any, computed: np.ndarray) -> np.dtype:
+    """float16 inputs are computed in float32 and their results cast back."""
+    return np.dtype(np.float16) if getattr(input, "dtype", None) == np.float16 else computed.dtype
+
+
+# --------------------------------------------------------------- cross-entropy
+
+def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
+                   grad_output, out, n_threads, want_grad):
+    logits = _float_input(input)
+    result_dtype = _result_dtype(input, logits)
+    code = _reduction_code(reduction)
+    ndim = logits.ndim
+    if ndim == 0:
+        raise ValueError("input: expected logits of shape (C,), (N, C) or (N, C, d1, ..., dk), "
+                         "got a 0-d array")
+    n_classes = logits.shape[0] if ndim == 1 else logits.shape[1]
+    if n_classes == 0:
+        raise ValueError(f"input: expected at least one class, got shape {logits.shape}")
+    dtype = logits.dtype
+    try:
+        smoothing = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing: expected a float, got {label_smoothing!r}") from None
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {smoothing}")
+    try:
+        ignore = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
+    if not -(2**63) <= ignore < 2**63:
+        raise ValueError(f"ignore_index: expected a 64-bit integer, got {ignore}")
+
+    index_shape = () if ndim == 1 else (logits.shape[0],) + logits.shape[2:]
+    tgt = target if type(target) is np.ndarray else np.asarray(target)
+    kind = tgt.dtype.kind
+    if kind in "iu":
+        if tgt.shape != index_shape:
+            raise ValueError(f"target: expected class indices of shape {index_shape} for input "
+                             f"of shape {logits.shape}, got shape {tgt.shape}")
+        if tgt.dtype == np.uint64 and tgt.size and tgt.max() > np.iinfo(np.int64).max:
+            raise IndexError(f"target: class index {tgt.max()} is out of range for "
+                             f"{n_classes} classes")
+        indices = tgt.reshape(-1).astype(np.int64, copy=False)
+        if not indices.flags.c_contiguous:
+            indices = np.ascontiguousarray(indices)
+        probs = None
+    elif kind == "f":
+        if tgt.shape != logits.shape:
+            if tgt.shape == index_shape:
+                raise TypeError(f"target: class indices must be integers, got dtype {tgt.dtype} "
+                                f"(probability targets must have input's shape {logits.shape})")
+            raise ValueError(f"target: probability targets must have input's shape "
+                             f"{logits.shape}, got {tgt.shape}")
+        indices, probs = None, tgt
+    else:
+        raise TypeError(f"target: expected integer class indices or floating-point class "
+                        f"probabilities, got dtype {tgt.dtype}")
+
+    if weight is not None:
+        weight = _real_array(weight, "weight", dtype)
+        if weight.shape != (n_classes,):
+            raise ValueError(f"weight: expected shape ({n_classes},) (one weight per class), "
+                             f"got {weight.shape}")
+        weight = np.ascontiguousarray(weight)
+    loss_shape = index_shape
+    scale, scale_rows = _grad_scale(grad_output, code, loss_shape, dtype)
+    threads = _threads(n_threads)
+
+    # Rows of C logits: (C,) -> (1, C); (N, C, d1..dk) -> (N*d1*..*dk, C).
+    kdim = ndim > 2
+    if kdim:
+        rows = np.ascontiguousarray(np.moveaxis(logits, 1, -1)).reshape(-1, n_classes)
+        if probs is not None:
+            probs = np.moveaxis(probs, 1, -1)
+    else:
+        rows = logits.reshape(-1, n_classes)
+    if probs is not None:
+        probs = probs.reshape(-1, n_classes)
+        if probs.dtype != dtype or not probs.flags.c_contiguous:
+            probs = probs.astype(dtype, order="C")
+
+    grad = None
+    if want_grad:
+        if out is not None:
+            _check_out(out, input, result_dtype, (target, weight, grad_output))
+        grad_in_out = out is not None and not kdim and out.dtype == dtype
+        grad = out.reshape(rows.shape) if grad_in_out else np.empty(rows.shape, dtype)
+    loss_rows = np.empty(rows.shape[0], dtype) if code == 0 else None
+
+    value = _dispatch.kernels.cross_entropy(
+        rows, indices, probs, weight, ignore, smoothing, code, scale, scale_rows,
+        loss_rows, grad, threads)
+
+    loss = (loss_rows.reshape(loss_shape).astype(result_dtype, copy=False) if code == 0
+            else result_dtype.type(value))
+    if not want_grad:
+        return loss, None
+    if kdim:
+        shape = (logits.shape[0],) + logits.shape[2:] + (n_classes,)
+        grad = np.moveaxis(grad.reshape(shape), -1, 1)
+    else:
+        grad = grad.reshape(logits.shape)
+    if out is not None:
+        if not grad_in_out:
+            np.copyto(out, grad, casting="unsafe")
+        return loss, out
+    return loss, np.ascontiguousarray(grad, dtype=result_dtype)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, *, n_threads=None):
+    r"""Softmax cross-entropy between logits and class targets (``torch.nn.functional.cross_entropy``).
+
+    Shapes: ``input`` logits ``(N, C)``, unbatched ``(C,)`` or ``(N, C, d1, ..., dk)``;
+    ``target`` class indices of shape ``(N,)``, ``()`` or ``(N, d1, ..., dk)`` (any
+    integer dtype), or class probabilities of input's shape (any float dtype).
+    A K-dimensional input gives exactly the result of its ``(N*d1*..*dk, C)`` rows.
+
+    With ``p = softmax(x)`` over the class axis, class weights ``w`` (default 1)
+    and smoothing ``eps``, each row's loss is
+
+    - class index ``y``: ``l = (1-eps) * w[y] * (-log p[y]) + (eps/C) * sum_c w[c] * (-log p[c])``,
+      and 0 where ``y == ignore_index`` (any integer, even a valid class);
+      ``"mean"`` divides the sum by ``sum of w[y]`` over the rows not ignored
+      (NaN, with a zero gradient, when that is 0);
+    - probabilities ``q``: ``l = -sum_c w[c] * q'[c] * log p[c]`` with
+      ``q' = (1-eps) q + eps/C`` (not renormalised, not range-checked, no
+      ignore_index); ``"mean"`` divides by the number of rows.
+
+    ``reduction="none"`` returns the per-row losses with the target's (index) shape.
+    Raises IndexError for a class index outside ``[0, C)`` that is not ``ignore_index``.
+    """
+    return _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
+                          None, None, n_threads, False)[0]
+
+
+def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
+                            label_smoothing=0.0, grad_output=None, out=None, *, n_threads=None):
+    r""":func:`cross_entropy` and its gradient with respect to the logits, in one pass.
+
+    Returns ``(loss, grad_input)``, ``grad_input`` being the gradient of
+    ``sum(grad_output * loss)``: for a row with index target ``y``,
+    ``g * ([(1-eps) w[y] + (eps/C) sum(w)] * p - (1-eps) w[y] onehot(y) - (eps/C) w) / D``,
+    for probabilities ``g * (sum(w q') * p - w q') / D``, where ``g`` is
+    ``grad_output`` (per row for ``"none"``) and ``D`` the ``"mean"`` denominator
+    (1 otherwise). Ignored rows get a zero gradient. ``out`` receives the
+    gradient (``out=input`` overwrites the logits with it).
+    """
+    return _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
+                          grad_output, out, n_threads, True)
+
+
+# ------------------------------------------------------------ pointwise losses
+
+def _elementwise_weight(value: Any, name: str, logits: np.ndarray):
+    """A weight broadcast against `logits` as the kernel takes it: (flat array, period).
+
+    A weight constant over all but the last axis (a scalar, ``(C,)``, ``(1, C)``, ...)
+    is one row of that axis repeated; anything else is expanded to input's shape.
+    """
+    array = _real_array(value, name, logits.dtype)
+    try:
+        shape = np.broadcast_shapes(array.shape, logits.shape)
+    except ValueError:
+        shape = None
+    if shape != logits.shape:
+        raise ValueError(f"{name}: shape {array.shape} does not broadcast to input's shape "
+                         f"{logits.shape}")
+    row = logits.shape[-1] if logits.ndim else 1
+    leading = array.shape[:-1] if array.ndim else ()
+    if all(n == 1 for n in leading) and row >= _MIN_WEIGHT_ROW:
+        return np.ascontiguousarray(np.broadcast_to(array.reshape(-1), (row,))), row
+    return np.ascontiguousarray(np.broadcast_to(array, logits.shape)).reshape(-1), logits.size
+
+
+def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_output, out,
+               n_threads, want_grad):
+    x = _float_input(input)
+    dtype = x.dtype
+    result_dtype = _result_dtype(input, x)
+    code = _reduction_code(reduction)
+    y = _float_operand(target, "target", dtype, x.shape)
+    w = pw = None
+    w_period = pw_period = 0
+    if weight is not None:
+        w, w_period = _elementwise_weight(weight, "weight", x)
+    if pos_weight is not None:
+        pw, pw_period = _elementwise_weight(pos_weight, "pos_weight", x)
+    scale, scale_elems = _grad_scale(grad_output, code, x.shape, dtype)
+    threads = _threads(n_threads)
+
+    grad = None
+    if want_grad:
+        if out is not None:
+            _check_out(out, input, result_dtype, (target, weight, pos_weight, grad_output))
+            grad = out if out.dtype == dtype else np.empty(x.shape, dtype)
+        else:
+            grad = np.empty(x.shape, dtype)
+    loss_elems = np.empty(x.size, dtype) if code == 0 else None
+
+    value = _dispatch.kernels.pointwise_loss(
+        kind, x.reshape(-1), y.reshape(-1), w, w_period, pw, pw_period, delta, code,
+        scale, scale_elems, loss_elems, None if grad is None else grad.reshape(-1), threads)
+
+    loss = (loss_elems.reshape(x.shape).astype(result_dtype, copy=False) if code == 0
+            else result_dtype.type(value))
+    if not want_grad:
+        return loss, None
+    if out is not None:
+        if grad is not out:
+            np.copyto(out, grad, casting="unsafe")
+        return loss, out
+    return loss, grad.astype(result_dtype, copy=False)
+
+
+def _huber_delta(delta: Any) -> float:
+    try:
+        value = float(delta)
+    except (TypeError, ValueError):
+        raise TypeError(f"delta: expected a positive float, got {delta!r}") from None
+    if not value > 0:
+        raise ValueError(f"delta: expected a positive value, got {value}")
+    return value
+
+
+def mse_loss(input, target, reduction="mean", *, n_threads=None):
+    r"""Mean squared error ``l = (x - y)^2`` per element (``torch.nn.functional.mse_loss``).
+
+    ``target`` must have input's shape (broadcasting is refused: it is almost
+    always a bug). ``"mean"`` averages over all elements.
+    """
+    return _pointwise(_MSE, input, target, None, None, 1.0, reduction, None, None,
+                      n_threads, False)[0]
+
+
+def mse_loss_with_grad(input, target, reduction="mean", grad_output=None, out=None, *,
+                       n_threads=None):
+    r""":func:`mse_loss` and its gradient ``g * 2 (x - y) / D`` in one pass.
+
+    ``g`` is ``grad_output`` (per element for ``"none"``), ``D`` the element count
+    for ``"mean"`` and 1 otherwise. Returns ``(loss, grad_input)``.
+    """
+    return _pointwise(_MSE, input, target, None, None, 1.0, reduction, grad_output, out,
+                      n_threads, True)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, *, n_threads=None):
+    r"""Huber loss (``torch.nn.functional.huber_loss``) with ``r = x - y``.
+
+    ``l = 0.5 r^2`` where ``|r| <= delta``, else ``delta * (|r| - 0.5 delta)``;
+    ``delta`` must be positive. ``target`` must have input's shape.
+    """
+    return _pointwise(_HUBER, input, target, None, None, _huber_delta(delta), reduction,
+                      None, None, n_threads, False)[0]
+
+
+def huber_loss_with_grad(input, target, reduction="mean", delta=1.0, grad_output=None,
+                         out=None, *, n_threads=None):
+    r""":func:`huber_loss` and its gradient ``g * clip(x - y, -delta, delta) / D`` in one pass.
+
+    At ``|r| == delta`` exactly the gradient is ``delta * sign(r)``. ``g`` is
+    ``grad_output``, ``D`` the element count for ``"mean"`` and 1 otherwise.
+    """
+    return _pointwise(_HUBER, input, target, None, None, _huber_delta(delta), reduction,
+                      grad_output, out, n_threads, True)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None, *, n_threads=None):
+    r"""Sigmoid binary cross-entropy from logits (``torch.nn.functional.binary_cross_entropy_with_logits``).
+
+    ``l = -w * [pw * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))]`` per element,
+    evaluated as ``w * (A |x| + c * log1p(exp(-|x|)))`` with ``c = pw y + 1 - y`` and
+    ``A = 1 - y`` (x >= 0) or ``pw y`` (x < 0), so it never overflows. ``target``
+    has input's shape (values outside [0, 1] are not rejected); ``weight`` and
+    ``pos_weight`` broadcast against input (``pos_weight`` of shape ``(C,)``
+    applies along the last dimension). ``"mean"`` is the plain mean over elements.
+
+    Unlike torch, logits of +-inf give the exact finite limit (``x = +inf, y = 1``
+    gives loss 0 and gradient 0) instead of NaN.
+    """
+    return _pointwise(_BCE, input, target, weight, pos_weight, 1.0, reduction, None, None,
+                      n_threads, False)[0]
+
+
+def binary_cross_entropy_with_logits_with_grad(input, target, weight=None, reduction="mean",
+                                               pos_weight=None, grad_output=None, out=None, *,
+                                               n_threads=None):
+    r""":func:`binary_cross_entropy_with_logits` and its gradient in one pass.
+
+    ``grad = g * w * ((pw y + 1 - y) sigmoid(x) - pw y) / D``, computed as
+    ``g * w * ((1 - y) sigmoid(x) - pw y sigmoid(-x)) / D`` to keep full relative
+    accuracy when it is small; ``g`` is ``grad_output``, ``D`` the element count
+    for ``"mean"`` and 1 otherwise. Returns ``(loss, grad_input)``.
+    """
+    return _pointwise(_BCE, input, target, weight, pos_weight, 1.0, reduction, grad_output,
+                      out, n_threads, True)

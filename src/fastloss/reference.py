@@ -1,0 +1,351 @@
+"""Pure-NumPy reference implementations of the fastloss losses.
+
+This module is the *executable specification* of fastloss: every loss is written out in the most
+direct, readable way, with ``torch.nn.functional`` semantics, and the compiled kernels are tested
+against it.  It is slow and that is fine; obviously-correct is what matters.
+
+Conventions shared by every function here:
+
+* Inputs are float32 or float64 NumPy arrays (other float dtypes are computed the same way and
+  cast back).  Everything is computed internally in float64 and cast to ``input.dtype`` at the
+  end.  Inputs are never modified.
+* The reference assumes validated inputs (dtypes, shapes, class indices in range); the public API
+  layer (``fastloss.functional``) does the validation.  Only an unknown ``reduction`` raises
+  (``ValueError``) here.
+* ``reduction`` is ``"none"`` (per-element / per-sample losses, an array of input's dtype),
+  ``"sum"`` or ``"mean"`` (a NumPy scalar of input's dtype, e.g. ``np.float32(1.5)``).
+* ``<name>_with_grad(..., grad_output=None)`` returns ``(loss, grad_input)`` where ``grad_input``
+  has input's shape and dtype and is the gradient of ``sum(grad_output * loss)`` with respect to
+  ``input``.  ``grad_output=None`` means 1; for ``"none"`` it may be a scalar or an array of the
+  loss's shape, for ``"sum"``/``"mean"`` it is a scalar.  Gradients are computed analytically, in
+  closed form, next to the loss formula they differentiate.
+* ``"mean"`` with a zero denominator (empty input, all targets ignored, class weights of the kept
+  targets summing to 0) gives NaN and an all-zero gradient; ``"sum"`` of nothing is 0.
+
+This module is standalone: it imports only NumPy and the standard library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_with_grad",
+    "mse_loss",
+    "mse_loss_with_grad",
+    "huber_loss",
+    "huber_loss_with_grad",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
+
+
+def _reduce(per_item, reduction, denominator, grad_output):
+    """Reduce float64 per-item losses and return ``(loss, g)``.
+
+    ``g`` has ``per_item``'s shape and holds d(sum(grad_output * loss)) / d(per_item), i.e. the
+    factor each per-item gradient must be multiplied by (chain rule through the reduction):
+
+    * none: loss = per_item,            g = grad_output (broadcast to per_item's shape)
+    * sum:  loss = sum(per_item),       g = grad_output
+    * mean: loss = sum(per_item) / D,   g = grad_output / D   (D = ``denominator``)
+      with D == 0: loss = NaN, g = 0.
+    """
+    go = np.float64(1.0) if grad_output is None else np.asarray(grad_output, dtype=np.float64)
+    if reduction == "none":
+        return per_item, np.broadcast_to(go, per_item.shape).astype(np.float64)
+    if go.ndim != 0:
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}; got shape {go.shape}"
+        )
+    total = per_item.sum()
+    if reduction == "sum":
+        return total, np.full(per_item.shape, go)
+    # mean
+    if denominator == 0:
+        return np.float64(np.nan), np.zeros(per_item.shape)
+    return total / denominator, np.full(per_item.shape, go / denominator)
+
+
+def _cast_loss(loss, dtype, reduction):
+    """The loss in the caller's dtype: an array for "none", a NumPy scalar otherwise."""
+    if reduction == "none":
+        return np.asarray(loss).astype(dtype)
+    return dtype.type(loss)
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-entropy
+# --------------------------------------------------------------------------------------------
+
+
+def _to_rows(a):
+    """(C,) -> (1, C);  (N, C, d1..dk) -> (N*d1*..*dk, C) with the class axis moved last."""
+    if a.ndim == 1:
+        return a[np.newaxis, :]
+    return np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+
+
+def _from_rows(rows, shape):
+    """Inverse of ``_to_rows`` for an array of the given (input) shape."""
+    if len(shape) == 1:
+        return rows.reshape(shape)
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return np.moveaxis(rows.reshape(moved), -1, 1)
+
+
+def _log_softmax(x):
+    """log p_ic = x_ic - m_i - log(sum_c exp(x_ic - m_i)),  m_i = max_c x_ic."""
+    m = np.max(x, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # rows with +-inf / NaN give NaN, as in torch
+        shifted = x - m
+        return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def cross_entropy_with_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    grad_output=None,
+):
+    """Cross-entropy from logits and its gradient with respect to the logits.
+
+    Shapes: input ``(N, C)`` with target ``(N,)``; unbatched input ``(C,)`` with a 0-d target;
+    K-dim input ``(N, C, d1..dk)`` with target ``(N, d1..dk)``, which is exactly the flattened
+    ``(N*d1*..*dk, C)`` computation (class axis moved last).  A float target with input's exact
+    shape is a probability (soft) target.  ``"none"`` returns the per-sample losses in the
+    target's shape without the class axis (unbatched: a 0-d array).
+
+    With ``p_ic = softmax(x_i)_c`` (log-sum-exp with the row max subtracted), class weights ``w``
+    (default all ones), smoothing ``eps`` and ``C`` classes, every row's loss is written as
+
+        l_i = -sum_c T_ic log p_ic
+
+    with the *effective target* ``T``:
+
+    * class-index targets ``y_i``:
+      ``T_ic = (1-eps) w[y_i] [c == y_i] + (eps/C) w_c``, i.e.
+      ``l_i = (1-eps) w[y_i] (-log p_iy) + (eps/C) sum_c w_c (-log p_ic)``;
+      rows with ``y_i == ignore_index`` have ``T_i = 0``: loss 0, gradient 0.
+      ``"mean"`` = ``sum_i l_i / sum_{i not ignored} w[y_i]``.
+    * probability targets ``q``: ``T_ic = w_c q'_ic`` with ``q' = (1-eps) q + eps/C``;
+      ``ignore_index`` is not applied, ``q`` is neither renormalised nor range-checked.
+      ``"mean"`` = ``sum_i l_i / (number of rows/positions)``.
+
+    Gradient (``d(-log p_ic)/dx_ij = p_ij - [j == c]``):
+
+        dl_i/dx_ij = sum_c T_ic (p_ij - [j == c]) = (sum_c T_ic) p_ij - T_ij
+
+    scaled by ``grad_output`` and, for ``"mean"``, divided by the denominator.  A zero
+    denominator gives a NaN mean and an all-zero gradient.
+
+    Convention: a term with ``T_ic == 0`` contributes exactly 0, even where ``log p_ic = -inf``
+    (logit ``-inf``), as ``nll_loss`` does for non-target classes.  (torch evaluates
+    ``0 * -inf = NaN`` there in its smoothing / soft-target paths; we keep the finite limit.)
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    t_in = np.asarray(target)
+    dtype = x_in.dtype
+
+    x = _to_rows(x_in.astype(np.float64))  # (M, C)
+    M, C = x.shape
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = float(label_smoothing)
+
+    if np.issubdtype(t_in.dtype, np.floating):  # probability (soft) targets
+        q = _to_rows(t_in.astype(np.float64))
+        q_smooth = (1.0 - eps) * q + eps / C
+        T = w[np.newaxis, :] * q_smooth
+        valid = np.ones(M, dtype=bool)
+        denominator = M
+        loss_shape = x_in.shape[:1] + x_in.shape[2:] if x_in.ndim > 1 else ()
+    else:  # class-index targets
+        y = t_in.reshape(-1).astype(np.int64)
+        valid = y != ignore_index
+        y_safe = np.where(valid, y, 0)  # any in-range index; ignored rows are zeroed below
+        onehot = np.arange(C)[np.newaxis, :] == y_safe[:, np.newaxis]
+        w_y = w[y_safe]
+        T = (1.0 - eps) * w_y[:, np.newaxis] * onehot + (eps / C) * w[np.newaxis, :]
+        T = np.where(valid[:, np.newaxis], T, 0.0)
+        denominator = np.sum(w_y[valid])
+        loss_shape = t_in.shape
+
+    logp = _log_softmax(x)
+    p = np.exp(logp)
+    with np.errstate(invalid="ignore"):
+        T_logp = np.where(T == 0.0, 0.0, T * logp)  # 0 * log 0 := 0
+    per_row = -np.sum(T_logp, axis=1)  # ignored rows: T_i = 0, so exactly 0
+    dper_row = np.sum(T, axis=1, keepdims=True) * p - T
+    # ignored rows: exactly 0 even when their logits hold NaN/inf (0 * NaN would leak in)
+    dper_row = np.where(valid[:, np.newaxis], dper_row, 0.0)
+
+    loss, g = _reduce(per_row.reshape(loss_shape), reduction, denominator, grad_output)
+    grad_rows = g.reshape(-1)[:, np.newaxis] * dper_row
+    grad = _from_rows(grad_rows, x_in.shape)
+    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+
+
+def cross_entropy(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
+    """Cross-entropy from logits (``torch.nn.functional.cross_entropy`` semantics).
+
+        l_i = (1-eps) w[y_i] (-log p_iy) + (eps/C) sum_c w_c (-log p_ic)     (class indices)
+        l_i = -sum_c w_c q'_ic log p_ic,  q' = (1-eps) q + eps/C               (probabilities)
+
+    with ``p_i = softmax(x_i)``; ignored rows give 0; ``"mean"`` divides by the summed weights
+    ``w[y_i]`` of the kept rows (class indices) or by the number of rows (probabilities).
+    See :func:`cross_entropy_with_grad` for the full description.
+    """
+    return cross_entropy_with_grad(
+        input, target, weight, ignore_index, reduction, label_smoothing, grad_output=None
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Binary cross-entropy with logits
+# --------------------------------------------------------------------------------------------
+
+
+def _sigmoid(x):
+    """sigmoid(x) = 1/(1+exp(-x)), evaluated through e = exp(-|x|) <= 1 so it never overflows."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def binary_cross_entropy_with_logits_with_grad(
+    input, target, weight=None, reduction="mean", pos_weight=None, grad_output=None
+):
+    """Binary cross-entropy with logits and its gradient with respect to the logits.
+
+        l = -w [pw y log(sigmoid(x)) + (1 - y) log(1 - sigmoid(x))]
+
+    ``target`` has input's shape; ``weight`` (w) and ``pos_weight`` (pw) broadcast against input
+    (NumPy broadcasting, so a ``(C,)`` pos_weight applies along the last dimension).  ``"mean"``
+    is the plain mean over all elements.  Evaluated stably as
+
+        l / w = A |x| + c log1p(exp(-|x|)),   c = pw y + 1 - y,
+        A = (1 - y) if x >= 0 else pw y,
+
+    (``log sigmoid(x) = -log1p(exp(-|x|)) - max(-x, 0)``), where ``A |x|`` is taken as 0 when
+    ``A == 0``.  Hence logits of +-inf give the exact limit where it is finite, e.g. ``x = +inf,
+    y = 1`` -> 0 and ``x = -inf, y = 0`` -> 0.  **Deliberate deviation from torch**, which gives
+    NaN for infinite logits.  NaN in ``x`` propagates.
+
+    Gradient:  dl/dx = w [-pw y (1 - sigmoid(x)) + (1 - y) sigmoid(x)] = w (c sigmoid(x) - pw y),
+    with a sigmoid that never overflows.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+    pw = np.broadcast_to(
+        1.0 if pos_weight is None else np.asarray(pos_weight, np.float64), x.shape
+    )
+
+    c = pw * y + 1.0 - y
+    A = np.where(x >= 0, 1.0 - y, pw * y)
+    abs_x = np.abs(x)
+    with np.errstate(invalid="ignore"):
+        A_abs_x = np.where(A == 0.0, 0.0, A * abs_x)  # 0 * inf := 0
+        per_elem = w * (A_abs_x + c * np.log1p(np.exp(-abs_x)))
+    dper_elem = w * (c * _sigmoid(x) - pw * y)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, reduction="mean", pos_weight=None
+):
+    """Binary cross-entropy with logits (``torch.nn.functional`` semantics).
+
+        l = -w [pw y log(sigmoid(x)) + (1 - y) log(1 - sigmoid(x))]
+
+    reduced by ``reduction`` (``"mean"`` = plain mean over all elements).  Infinite logits give
+    the finite limit where it exists (torch gives NaN).  See
+    :func:`binary_cross_entropy_with_logits_with_grad`.
+    """
+    return binary_cross_entropy_with_logits_with_grad(
+        input, target, weight, reduction, pos_weight, grad_output=None
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Mean squared error
+# --------------------------------------------------------------------------------------------
+
+
+def mse_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Squared error and its gradient:  l = (x - y)^2,  dl/dx = 2 (x - y).
+
+    ``target`` has input's shape; ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    per_elem = r**2
+    dper_elem = 2.0 * r
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error:  l = (x - y)^2, reduced by ``reduction``."""
+    return mse_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Huber
+# --------------------------------------------------------------------------------------------
+
+
+def huber_loss_with_grad(input, target, reduction="mean", delta=1.0, grad_output=None):
+    """Huber loss and its gradient, with r = x - y:
+
+        l = 0.5 r^2                    if |r| <= delta
+            delta (|r| - 0.5 delta)    otherwise        (both are 0.5 delta^2 at |r| == delta)
+
+        dl/dx = r                      if |r| <= delta
+                delta sign(r)          otherwise        = clip(r, -delta, delta)
+
+    ``target`` has input's shape; ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    delta = float(delta)
+    r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    quadratic = np.abs(r) <= delta
+    with np.errstate(over="ignore"):  # r**2 of a huge r in the unused branch
+        per_elem = np.where(quadratic, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
+    dper_elem = np.where(quadratic, r, delta * np.sign(r))  # == np.clip(r, -delta, delta)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """Huber loss:  0.5 r^2 if |r| <= delta else delta (|r| - 0.5 delta),  r = x - y."""
+    return huber_loss_with_grad(input, target, reduction, delta, grad_output=None)[0]

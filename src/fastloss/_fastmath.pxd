@@ -36,9 +36,37 @@ cdef extern from *:
         bits = (bits + 127u) << 23;
         float r; memcpy(&r, &bits, sizeof r); return r;
     }
+    /* For a positive normal x = 2^k * m with m in [1, 2): m, and k as a floating
+       value. k is made a float by the same shifter trick (exponent bits OR-ed into
+       the mantissa of 2^52 + 1023, or 2^23 + 127), since SIMD int64-to-double
+       conversion needs AVX-512DQ. */
+    static inline double fastloss_mantissa_d(double x) {
+        uint64_t bits; memcpy(&bits, &x, sizeof bits);
+        bits = (bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;
+        double m; memcpy(&m, &bits, sizeof m); return m;
+    }
+    static inline double fastloss_exponent_d(double x) {
+        uint64_t bits; memcpy(&bits, &x, sizeof bits);
+        bits = (bits >> 52) | 0x4330000000000000ull;
+        double k; memcpy(&k, &bits, sizeof k); return k - 4503599627371519.0;
+    }
+    static inline float fastloss_mantissa_f(float x) {
+        uint32_t bits; memcpy(&bits, &x, sizeof bits);
+        bits = (bits & 0x007FFFFFu) | 0x3F800000u;
+        float m; memcpy(&m, &bits, sizeof m); return m;
+    }
+    static inline float fastloss_exponent_f(float x) {
+        uint32_t bits; memcpy(&bits, &x, sizeof bits);
+        bits = (bits >> 23) | 0x4B000000u;
+        float k; memcpy(&k, &bits, sizeof k); return k - 8388735.0f;
+    }
     """
     double pow2_of_shifted_d "fastloss_pow2_of_shifted_d"(double t) noexcept nogil
     float pow2_of_shifted_f "fastloss_pow2_of_shifted_f"(float t) noexcept nogil
+    double mantissa_d "fastloss_mantissa_d"(double x) noexcept nogil
+    double exponent_d "fastloss_exponent_d"(double x) noexcept nogil
+    float mantissa_f "fastloss_mantissa_f"(float x) noexcept nogil
+    float exponent_f "fastloss_exponent_f"(float x) noexcept nogil
 
 # Lanes of the fixed-order accumulators: 16 doubles fill two AVX-512 registers,
 # and the order of additions stays the same whatever the vector width.
@@ -98,24 +126,13 @@ cdef inline floating exp_nonpos(floating x) noexcept nogil:
     return zero if x < lowest else p
 
 
-cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept nogil:
-    """log(1 + z) for 0 <= z <= 1, given u = 1 + z and inv_u = 1/u (the BCE kernel
-    needs 1/(1 + exp(-|x|)) for the sigmoid anyway, so the division is shared).
-
-    fdlibm's method: u = 2^k * m with k in {0, 1} and m in [sqrt(1/2), sqrt(2));
-    log(m) from the odd series in s = (m-1)/(m+1) (minimax coefficients Lg1..);
-    the rounding error of 1 + z is added back as (z - (u - 1)) / u, which is what
-    makes it log1p and not log(1 + z).
-    """
-    cdef floating m, f, s, s2, hfsq, R, c, k
-    cdef floating one = 1, two = 2  # typed: Cython writes a bare 1 or 2 as a C double
-    if floating is double:
-        k = 1.0 if u > 1.4142135623730951 else 0.0
-    else:
-        k = <float>1.0 if u > <float>1.41421356 else <float>0.0
-    m = u * <floating>0.5 if k != 0 else u
-    f = m - one  # exact: m is within a factor of 2 of 1
-    c = (z - (u - one)) * inv_u
+cdef inline floating log_reduced(floating f, floating k, floating c) noexcept nogil:
+    """k*ln2 + log(1 + f) + c for f in [sqrt(1/2) - 1, sqrt(2) - 1] and a small
+    correction c, as fdlibm's log: log(1 + f) from the odd series in
+    s = f/(2 + f) (minimax coefficients Lg1..), with k*ln2 split in two so that
+    the low part and c join the small terms first."""
+    cdef floating s, s2, hfsq, R
+    cdef floating two = 2  # typed: Cython writes a bare 2 as a C double
     s = f / (two + f)
     s2 = s * s
     hfsq = <floating>0.5 * f * f
@@ -133,62 +150,134 @@ cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept
                 + (f - (hfsq - (s * (hfsq + R) + (k * <float>(-2.12194440e-4) + c)))))
 
 
+cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept nogil:
+    """log(1 + z) for 0 <= z <= 1, given u = 1 + z and inv_u = 1/u (the BCE kernel
+    needs 1/(1 + exp(-|x|)) for the sigmoid anyway, so the division is shared).
+
+    u = 2^k * m with k in {0, 1} and m in [sqrt(1/2), sqrt(2)); the rounding
+    error of 1 + z is added back as (z - (u - 1)) / u, which is what makes it
+    log1p and not log(1 + z).
+    """
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    cdef floating k = one if u > <floating>1.4142135623730951 else zero
+    cdef floating m = u * <floating>0.5 if k != zero else u
+    # m - 1 is exact: m is within a factor of 2 of 1.
+    return log_reduced(m - one, k, (z - (u - one)) * inv_u)
+
+
+cdef inline floating log1p_nonneg(floating z) noexcept nogil:
+    """log(1 + z) for z >= 0 of any size: log of u = 1 + z by its exponent and
+    mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u."""
+    cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
+    cdef floating u = one + z
+    cdef floating m, k
+    if floating is double:
+        m = mantissa_d(u)
+        k = exponent_d(u)
+    else:
+        m = mantissa_f(u)
+        k = exponent_f(u)
+    k = k + one if m > <floating>1.4142135623730951 else k
+    m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
+    return log_reduced(m - one, k, (z - (u - one)) / u)
+
+
+cdef inline floating log_normal(floating x) noexcept nogil:
+    """log(x) for a positive normal x (the kernels need it for sums of exponentials,
+    which are >= 1): x = 2^k * m, m moved into [sqrt(1/2), sqrt(2))."""
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    cdef floating m, k
+    if floating is double:
+        m = mantissa_d(x)
+        k = exponent_d(x)
+    else:
+        m = mantissa_f(x)
+        k = exponent_f(x)
+    k = k + one if m > <floating>1.4142135623730951 else k
+    m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
+    return log_reduced(m - one, k, zero)
+
+
 cdef inline double combine_lanes(double* acc) noexcept nogil:
     """Pairwise tree over the LANES partial sums, always in the same order."""
-    cdef int width = LANES // 2, lane
-    while width >= 1:
-        for lane in range(width):
-            acc[lane] += acc[lane + width]
-        width //= 2
-    return acc[0]
+    cdef int lane
+    for lane in range(8):
+        acc[lane] += acc[lane + 8]
+    for lane in range(4):
+        acc[lane] += acc[lane + 4]
+    for lane in range(2):
+        acc[lane] += acc[lane + 2]
+    return acc[0] + acc[1]
 
 
 cdef inline double sum_lanes(const floating* a, Py_ssize_t n) noexcept nogil:
-    """Sum of a[0:n] in double, in a fixed order of LANES interleaved partial sums."""
+    """Sum of a[0:n] in double: LANES interleaved partial sums combined pairwise,
+    then the tail in order; a row shorter than LANES is summed in order. The order depends
+    only on n, never on the vector width of the build."""
     cdef double acc[LANES]
-    cdef Py_ssize_t i = 0, lane
+    cdef double total = 0
+    cdef Py_ssize_t i, lane
+    if n < LANES:
+        for i in range(n):
+            total += a[i]
+        return total
     for lane in range(LANES):
-        acc[lane] = 0
+        acc[lane] = a[lane]
+    i = LANES
     while i + LANES <= n:
         for lane in range(LANES):
             acc[lane] += a[i + lane]
         i += LANES
-    for lane in range(n - i):
-        acc[lane] += a[i + lane]
-    return combine_lanes(acc)
+    total = combine_lanes(acc)
+    while i < n:
+        total += a[i]
+        i += 1
+    return total
 
 
 cdef inline double dot_lanes(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
-    """Sum of a[i]*b[i] over i < n in double, in the fixed order of sum_lanes."""
+    """Sum of a[i]*b[i] over i < n in double, in the order of sum_lanes. A term with
+    a[i] == 0 is 0 even where b[i] is infinite: a class of weight 0 contributes
+    nothing, as in the reference (0 * log 0 = 0)."""
     cdef double acc[LANES]
-    cdef Py_ssize_t i = 0, lane
+    cdef double total = 0, zero = 0
+    cdef Py_ssize_t i, lane
+    if n < LANES:
+        for i in range(n):
+            total += zero if a[i] == 0 else <double>a[i] * b[i]
+        return total
     for lane in range(LANES):
-        acc[lane] = 0
+        acc[lane] = zero if a[lane] == 0 else <double>a[lane] * b[lane]
+    i = LANES
     while i + LANES <= n:
         for lane in range(LANES):
-            acc[lane] += <double>a[i + lane] * b[i + lane]
+            acc[lane] += zero if a[i + lane] == 0 else <double>a[i + lane] * b[i + lane]
         i += LANES
-    for lane in range(n - i):
-        acc[lane] += <double>a[i + lane] * b[i + lane]
-    return combine_lanes(acc)
+    total = combine_lanes(acc)
+    while i < n:
+        total += zero if a[i] == 0 else <double>a[i] * b[i]
+        i += 1
+    return total
 
 
 cdef inline floating max_lanes(const floating* a, Py_ssize_t n) noexcept nogil:
     """Largest of a[0:n], ignoring NaN (a NaN then reaches the result through the
     exp of its difference to the maximum); -inf for n == 0 or all-NaN."""
     cdef floating acc[LANES]
-    cdef floating v
+    cdef floating v, best = -INFINITY
     cdef Py_ssize_t i = 0, lane
-    for lane in range(LANES):
-        acc[lane] = -INFINITY
-    while i + LANES <= n:
+    if n >= LANES:
         for lane in range(LANES):
-            v = a[i + lane]
-            acc[lane] = v if v > acc[lane] else acc[lane]
-        i += LANES
-    for lane in range(n - i):
-        v = a[i + lane]
-        acc[lane] = v if v > acc[lane] else acc[lane]
-    for lane in range(1, LANES):
-        acc[0] = acc[lane] if acc[lane] > acc[0] else acc[0]
-    return acc[0]
+            acc[lane] = -INFINITY
+        while i + LANES <= n:
+            for lane in range(LANES):
+                v = a[i + lane]
+                acc[lane] = v if v > acc[lane] else acc[lane]
+            i += LANES
+        for lane in range(LANES):
+            best = acc[lane] if acc[lane] > best else best
+    while i < n:
+        v = a[i]
+        best = v if v > best else best
+        i += 1
+    return best

@@ -11,12 +11,13 @@
 #   size, so the result is bit-identical whatever the number of threads.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport log, NAN
+from libc.math cimport NAN
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 
 from fastloss._fastmath cimport (
-    LANES, combine_lanes, dot_lanes, exp_nonpos, log1p_unit, max_lanes, sum_lanes,
+    LANES, combine_lanes, dot_lanes, exp_nonpos, log1p_nonneg, log1p_unit, log_normal,
+    max_lanes, sum_lanes,
 )
 
 cdef extern from *:
@@ -126,7 +127,8 @@ cdef inline void soft_target_sums(
         tw = keep * q[c] + uniform
         if weight != NULL:
             tw = tw * weight[c]
-        dot[c % LANES] += tw * shifted[c]
+        # A class of target weight 0 contributes 0 even where its logit is -inf.
+        dot[c % LANES] += 0 if tw == 0 else tw * shifted[c]
         mass[c % LANES] += tw
     target_dot[0] = combine_lanes(dot)
     target_mass[0] = combine_lanes(mass)
@@ -142,21 +144,38 @@ cdef double cross_entropy_block(
 
     `work` holds the block's rows: the gradient array itself (which may be the
     logits' own buffer: every pass reads an element before writing it) or scratch.
-    With d = x - max(x), s = sum exp(d), a row's loss is Q*log(s) - T, where
-    index target y: Q = (1-eps) w_y + (eps/C) sum w, T = (1-eps) w_y d_y + (eps/C) sum w_c d_c
-    soft target q:  Q = sum w_c q'_c,             T = sum w_c q'_c d_c
-    and its gradient Q*softmax(x) - (the weights of T), scaled by grad_scale.
-    Working in d keeps Q*log(s) - T free of cancellation: both terms are >= 0.
+    With d = x - max(x), e = exp(d), s = sum e, a row's loss is
+
+      index target y:  (1-eps) w_y (-log p_y) + (eps/C) sum_c w_c (log s - d_c)
+      soft target q:   Q log s - T,  Q = sum w_c q'_c,  T = sum w_c q'_c d_c
+
+    with -log p_y = log1p(other/e_y) (other = s - e_y summed without e_y) when
+    p_y is large, which keeps full accuracy as p_y -> 1, and log(s) - d_y (a sum
+    of two non-negative terms) otherwise. The gradient is
+    grad_scale * (Q p - target weights), Q = (1-eps) w_y + (eps/C) sum w for an
+    index target, and its target element is -(1-eps) w_y other/s + (eps/C)(sum w
+    p_y - w_y), free of the cancellation in p_y - 1.
     """
     cdef Py_ssize_t n_rows = row_stop - row_start, C = n_classes, r, j, row
     cdef const floating* x
     cdef const floating* q
     cdef floating* g
     cdef floating row_max, a, b_keep, b_uniform
-    cdef double target_dot[CE_MAX_BLOCK_ROWS]
-    cdef double target_mass[CE_MAX_BLOCK_ROWS]
+    # Per-row values of the block, filled by pass 1 and pass 3.
+    cdef double nll_weight[CE_MAX_BLOCK_ROWS]   # (1-eps) w_y; 0 for soft or ignored rows
+    cdef double target_weight[CE_MAX_BLOCK_ROWS]  # w_y
+    cdef double d_target[CE_MAX_BLOCK_ROWS]     # d_y
+    cdef double rest_mass[CE_MAX_BLOCK_ROWS]    # index: (eps/C) sum w; soft: Q
+    cdef double rest_dot[CE_MAX_BLOCK_ROWS]     # index: (eps/C) sum w d; soft: T
+    cdef double row_kept[CE_MAX_BLOCK_ROWS]
+    cdef double row_scale[CE_MAX_BLOCK_ROWS]
+    cdef double e_target[CE_MAX_BLOCK_ROWS]
+    cdef double other[CE_MAX_BLOCK_ROWS]        # sum of e without e_y
+    cdef double row_loss[CE_MAX_BLOCK_ROWS]
+    cdef double row_factor[CE_MAX_BLOCK_ROWS]
+    cdef double target_grad[CE_MAX_BLOCK_ROWS]
     cdef double keep = 1 - smoothing, uniform = smoothing / C
-    cdef double w_t, s, loss, loss_sum = 0, scale
+    cdef double s, log_s, nll, scale, zero = 0
     cdef int64_t t
     cdef bint soft = probs != NULL
 
@@ -169,66 +188,93 @@ cdef double cross_entropy_block(
         row_max = max_lanes(x, C)
         for j in range(C):
             g[j] = x[j] - row_max
+        row_kept[r] = 1
+        row_scale[r] = grad_scale_rows[row] if grad_scale_rows != NULL else grad_scale
+        nll_weight[r] = 0
+        target_weight[r] = 0
+        d_target[r] = 0
         if soft:
             soft_target_sums(probs + row * C, weight, g, C, smoothing,
-                             &target_dot[r], &target_mass[r])
-        else:
-            t = target[row]
-            if t == ignore_index:
-                continue
-            w_t = weight[t] if weight != NULL else 1.0
-            target_dot[r] = keep * w_t * g[t]
-            target_mass[r] = keep * w_t + uniform * weight_total
-            if smoothing != 0:
-                target_dot[r] += uniform * (dot_lanes(weight, g, C) if weight != NULL
-                                            else sum_lanes(g, C))
+                             &rest_dot[r], &rest_mass[r])
+            continue
+        t = target[row]
+        if t == ignore_index:
+            rest_dot[r] = 0
+            rest_mass[r] = 0
+            row_kept[r] = 0
+            row_scale[r] = 0
+            continue
+        target_weight[r] = weight[t] if weight != NULL else 1.0
+        nll_weight[r] = keep * target_weight[r]
+        d_target[r] = g[t]
+        rest_mass[r] = uniform * weight_total
+        rest_dot[r] = 0
+        if smoothing != 0:
+            rest_dot[r] = uniform * (dot_lanes(weight, g, C) if weight != NULL else sum_lanes(g, C))
 
     # Pass 2: exponentials of the whole block at once, so that short rows fill
     # SIMD registers too.
     for j in range(n_rows * C):
         work[j] = exp_nonpos(work[j])
 
-    # Pass 3, row by row: the loss, and the gradient written over the exponentials.
+    # Pass 3: each row's sum of exponentials without its target's; then over the
+    # block's rows at once (one vectorised loop) the log, the loss and the
+    # gradient's factors; then the gradient written over the exponentials.
     for r in range(n_rows):
-        row = row_start + r
         g = work + r * C
-        if not soft and target[row] == ignore_index:
-            loss = 0
-            if want_grad:
+        if not soft and row_kept[r] != 0:
+            t = target[row_start + r]
+            e_target[r] = g[t]
+            other[r] = sum_lanes(g, t) + sum_lanes(g + t + 1, C - t - 1)
+        else:
+            e_target[r] = 0
+            other[r] = sum_lanes(g, C)
+    for r in range(n_rows):
+        s = other[r] + e_target[r]
+        log_s = log_normal(s)
+        nll = log1p_nonneg(other[r] / e_target[r]) if d_target[r] > -1 else log_s - d_target[r]
+        # An ignored row is 0 even if its logits are NaN: its terms are not evaluated.
+        row_loss[r] = ((zero if nll_weight[r] == 0 else nll_weight[r] * nll)
+                       + (rest_mass[r] * log_s - rest_dot[r])) if row_kept[r] != 0 else zero
+        row_factor[r] = (row_scale[r] * (nll_weight[r] + rest_mass[r]) / s
+                         if row_kept[r] != 0 else zero)
+        target_grad[r] = row_scale[r] * (rest_mass[r] * e_target[r] / s
+                                         - uniform * target_weight[r]
+                                         - nll_weight[r] * other[r] / s)
+    if want_grad:
+        for r in range(n_rows):
+            row = row_start + r
+            g = work + r * C
+            scale = row_scale[r]
+            a = <floating>row_factor[r]
+            b_keep = <floating>(scale * keep)
+            b_uniform = <floating>(scale * uniform)
+            if row_kept[r] == 0:
                 for j in range(C):
                     g[j] = 0
-        else:
-            s = sum_lanes(g, C)
-            loss = target_mass[r] * log(s) - target_dot[r]
-            if want_grad:
-                scale = grad_scale_rows[row] if grad_scale_rows != NULL else grad_scale
-                a = <floating>(scale * target_mass[r] / s)
-                b_keep = <floating>(scale * keep)
-                b_uniform = <floating>(scale * uniform)
-                if soft:
-                    q = probs + row * C
-                    if weight != NULL:
-                        for j in range(C):
-                            g[j] = g[j] * a - weight[j] * (b_keep * q[j] + b_uniform)
-                    else:
-                        for j in range(C):
-                            g[j] = g[j] * a - (b_keep * q[j] + b_uniform)
+            elif soft:
+                q = probs + row * C
+                if weight != NULL:
+                    for j in range(C):
+                        g[j] = g[j] * a - weight[j] * (b_keep * q[j] + b_uniform)
                 else:
-                    t = target[row]
-                    if smoothing == 0:
-                        for j in range(C):
-                            g[j] = g[j] * a
-                    elif weight != NULL:
-                        for j in range(C):
-                            g[j] = g[j] * a - b_uniform * weight[j]
-                    else:
-                        for j in range(C):
-                            g[j] = g[j] * a - b_uniform
-                    g[t] -= <floating>(scale * keep * (weight[t] if weight != NULL else 1.0))
-        if loss_rows != NULL:
-            loss_rows[row] = <floating>loss
-        loss_sum += loss
-    return loss_sum
+                    for j in range(C):
+                        g[j] = g[j] * a - (b_keep * q[j] + b_uniform)
+            else:
+                if smoothing == 0:
+                    for j in range(C):
+                        g[j] = g[j] * a
+                elif weight != NULL:
+                    for j in range(C):
+                        g[j] = g[j] * a - b_uniform * weight[j]
+                else:
+                    for j in range(C):
+                        g[j] = g[j] * a - b_uniform
+                g[target[row]] = <floating>target_grad[r]
+    if loss_rows != NULL:
+        for r in range(n_rows):
+            loss_rows[row_start + r] = <floating>row_loss[r]
+    return sum_lanes(row_loss, n_rows)
 
 
 def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
@@ -246,6 +292,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     """
     cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
     cdef Py_ssize_t rows_per_block, n_blocks, block_elems, b, i, bad_row = -1
+    cdef Py_ssize_t n_ignored = 0, n_invalid = 0
     cdef const floating* weight_ptr
     cdef const int64_t* target_ptr
     cdef const floating* probs_ptr
@@ -254,7 +301,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     cdef floating* grad_ptr
     cdef floating* scratch = NULL
     cdef double* block_sums
-    cdef double weight_total = 0, denominator, scale = grad_output, total
+    cdef double weight_total, denominator, scale = grad_output, total
     cdef int64_t t
     cdef int threads
 
@@ -281,24 +328,34 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     grad_ptr = NULL
     if grad is not None:
         grad_ptr = &grad[0, 0]
+    # sum_c w_c: the smoothing term's weight (C without class weights).
+    weight_total = <double>n_classes
     if weight_ptr != NULL:
         weight_total = sum_lanes(weight_ptr, n_classes)
     if probs_ptr != NULL:
         denominator = <double>n_rows
     else:
         # One pass over the targets checks every index before a kernel uses it
-        # and gives the weight that "mean" divides by.
-        denominator = 0
+        # (branch-free, so it vectorises), and gives what "mean" divides by.
         with nogil:
             for i in range(n_rows):
                 t = target_ptr[i]
-                if t == ignore_index:
-                    continue
-                if t < 0 or t >= n_classes:
+                n_ignored += t == ignore_index
+                n_invalid += (t != ignore_index) & ((t < 0) | (t >= n_classes))
+            if n_invalid == 0 and weight_ptr != NULL:
+                denominator = 0
+                for i in range(n_rows):
+                    t = target_ptr[i]
+                    if t != ignore_index:
+                        denominator += weight_ptr[t]
+            else:
+                denominator = <double>(n_rows - n_ignored)
+        if n_invalid != 0:
+            for i in range(n_rows):
+                t = target_ptr[i]
+                if t != ignore_index and (t < 0 or t >= n_classes):
                     bad_row = i
                     break
-                denominator += weight_ptr[t] if weight_ptr != NULL else 1.0
-        if bad_row >= 0:
             raise IndexError(
                 f"target: class index {target_ptr[bad_row]} (at flat position {bad_row}) "
                 f"is out of range for {n_classes} classes; expected 0 <= target < "
@@ -340,7 +397,8 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     free(block_sums)
     free(scratch)
     if reduction == REDUCTION_MEAN:
-        return total / denominator
+        # Kept rows of total weight 0: nan, as torch, even with smoothing terms.
+        return total / denominator if denominator != 0 else NAN
     if reduction == REDUCTION_SUM:
         return total
     return NAN

@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+# Identity checks against these are the cheap first test on every call.
+_F16, _F32, _F64, _I64 = (np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int64))
 # Pointwise loss codes of the kernels (their PointwiseLoss enum).
 _MSE, _HUBER, _BCE = 0, 1, 2
 # A weight that repeats along the input's last dimension is passed to the
@@ -62,20 +64,23 @@ def _reduction_code(reduction: Any) -> int:
     return code
 
 
-def _float_input(value: Any) -> np.ndarray:
-    """`input` as a C-contiguous float32/float64 array (float16 upcast to float32)."""
+def _float_input(value: Any) -> tuple[np.ndarray, np.dtype]:
+    """(`input` as a C-contiguous float32/float64 array, the results' dtype):
+    float16 is computed in float32 and its results cast back."""
     array = value if type(value) is np.ndarray else np.asarray(value)
     dtype = array.dtype
-    if dtype == np.float64 or dtype == np.float32:
-        return array if array.flags.c_contiguous else array.copy(order="C")
-    if dtype == np.float16:
-        return array.astype(np.float32, order="C")
+    if dtype is _F32 or dtype is _F64 or dtype == _F32 or dtype == _F64:
+        return (array if array.flags.c_contiguous else array.copy(order="C")), dtype
+    if dtype == _F16:
+        return array.astype(_F32, order="C"), _F16
     raise TypeError(f"input: expected a float32 or float64 array, got dtype {dtype}")
 
 
 def _float_operand(value: Any, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
     """A float operand of exactly `shape`, C-contiguous in the compute `dtype`."""
     array = value if type(value) is np.ndarray else np.asarray(value)
+    if array.dtype is dtype and array.shape == shape and array.flags.c_contiguous:
+        return array
     if array.dtype.kind != "f":
         raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}")
     if array.shape != shape:
@@ -142,17 +147,11 @@ def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
         raise ValueError("out: may be input itself, but must not partially overlap it")
 
 
-def _result_dtype(input: Any, computed: np.ndarray) -> np.dtype:
-    """float16 inputs are computed in float32 and their results cast back."""
-    return np.dtype(np.float16) if getattr(input, "dtype", None) == np.float16 else computed.dtype
-
-
 # --------------------------------------------------------------- cross-entropy
 
 def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
                    grad_output, out, n_threads, want_grad):
-    logits = _float_input(input)
-    result_dtype = _result_dtype(input, logits)
+    logits, result_dtype = _float_input(input)
     code = _reduction_code(reduction)
     ndim = logits.ndim
     if ndim == 0:
@@ -185,9 +184,9 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
         if tgt.dtype == np.uint64 and tgt.size and tgt.max() > np.iinfo(np.int64).max:
             raise IndexError(f"target: class index {tgt.max()} is out of range for "
                              f"{n_classes} classes")
-        indices = tgt.reshape(-1).astype(np.int64, copy=False)
-        if not indices.flags.c_contiguous:
-            indices = np.ascontiguousarray(indices)
+        indices = tgt if tgt.ndim == 1 else tgt.reshape(-1)
+        if indices.dtype is not _I64 or not indices.flags.c_contiguous:
+            indices = np.ascontiguousarray(indices, dtype=_I64)
         probs = None
     elif kind == "f":
         if tgt.shape != logits.shape:
@@ -218,7 +217,7 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
         if probs is not None:
             probs = np.moveaxis(probs, 1, -1)
     else:
-        rows = logits.reshape(-1, n_classes)
+        rows = logits if ndim == 2 else logits.reshape(1, n_classes)
     if probs is not None:
         probs = probs.reshape(-1, n_classes)
         if probs.dtype != dtype or not probs.flags.c_contiguous:
@@ -236,20 +235,22 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
         rows, indices, probs, weight, ignore, smoothing, code, scale, scale_rows,
         loss_rows, grad, threads)
 
-    loss = (loss_rows.reshape(loss_shape).astype(result_dtype, copy=False) if code == 0
-            else result_dtype.type(value))
+    loss = (result_dtype.type(value) if code != 0
+            else loss_rows.reshape(loss_shape).astype(result_dtype, copy=False))
     if not want_grad:
         return loss, None
     if kdim:
         shape = (logits.shape[0],) + logits.shape[2:] + (n_classes,)
         grad = np.moveaxis(grad.reshape(shape), -1, 1)
-    else:
+    elif ndim == 1:
         grad = grad.reshape(logits.shape)
     if out is not None:
         if not grad_in_out:
             np.copyto(out, grad, casting="unsafe")
         return loss, out
-    return loss, np.ascontiguousarray(grad, dtype=result_dtype)
+    if kdim or result_dtype is not dtype:
+        grad = np.ascontiguousarray(grad, dtype=result_dtype)
+    return loss, grad
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
@@ -320,9 +321,8 @@ def _elementwise_weight(value: Any, name: str, logits: np.ndarray):
 
 def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_output, out,
                n_threads, want_grad):
-    x = _float_input(input)
+    x, result_dtype = _float_input(input)
     dtype = x.dtype
-    result_dtype = _result_dtype(input, x)
     code = _reduction_code(reduction)
     y = _float_operand(target, "target", dtype, x.shape)
     w = pw = None
@@ -343,19 +343,21 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
             grad = np.empty(x.shape, dtype)
     loss_elems = np.empty(x.size, dtype) if code == 0 else None
 
+    flat = x.ndim == 1
     value = _dispatch.kernels.pointwise_loss(
-        kind, x.reshape(-1), y.reshape(-1), w, w_period, pw, pw_period, delta, code,
-        scale, scale_elems, loss_elems, None if grad is None else grad.reshape(-1), threads)
+        kind, x if flat else x.reshape(-1), y if flat else y.reshape(-1), w, w_period,
+        pw, pw_period, delta, code, scale, scale_elems, loss_elems,
+        None if grad is None else grad if flat else grad.reshape(-1), threads)
 
-    loss = (loss_elems.reshape(x.shape).astype(result_dtype, copy=False) if code == 0
-            else result_dtype.type(value))
+    loss = (result_dtype.type(value) if code != 0
+            else loss_elems.reshape(x.shape).astype(result_dtype, copy=False))
     if not want_grad:
         return loss, None
     if out is not None:
         if grad is not out:
             np.copyto(out, grad, casting="unsafe")
         return loss, out
-    return loss, grad.astype(result_dtype, copy=False)
+    return loss, grad if result_dtype is dtype else grad.astype(result_dtype)
 
 
 def _huber_delta(delta: Any) -> float:

@@ -250,7 +250,7 @@ def binary_cross_entropy_with_logits_with_grad(
     NaN for infinite logits.  NaN in ``x`` propagates.
 
     Gradient:  dl/dx = w [-pw y (1 - sigmoid(x)) + (1 - y) sigmoid(x)] = w (c sigmoid(x) - pw y),
-    with a sigmoid that never overflows.
+    evaluated as w [(1 - y) sigmoid(x) - pw y sigmoid(-x)] with a sigmoid that never overflows.
     """
     _check_reduction(reduction)
     x_in = np.asarray(input)
@@ -268,7 +268,9 @@ def binary_cross_entropy_with_logits_with_grad(
     with np.errstate(invalid="ignore"):
         A_abs_x = np.where(A == 0.0, 0.0, A * abs_x)  # 0 * inf := 0
         per_elem = w * (A_abs_x + c * np.log1p(np.exp(-abs_x)))
-    dper_elem = w * (c * _sigmoid(x) - pw * y)
+    # c sigmoid(x) - pw y, written as below so that it keeps its relative accuracy
+    # when it is tiny (x = 38, y = 1 gives -3.1e-17, not a rounded 1 - 1 = 0).
+    dper_elem = w * ((1.0 - y) * _sigmoid(x) - pw * y * _sigmoid(-x))
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
     return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)

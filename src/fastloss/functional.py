@@ -143,8 +143,15 @@ def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
     for operand in operands:
         if operand is not None and np.may_share_memory(out, operand):
             raise ValueError("out: must not overlap target, weights or grad_output")
-    if out is not input and np.may_share_memory(out, input):
-        raise ValueError("out: may be input itself, but must not partially overlap it")
+    if out is not input and np.may_share_memory(out, input) and not _same_memory(out, input):
+        raise ValueError("out: may be input itself (in place), but must not partially overlap it")
+
+
+def _same_memory(a: np.ndarray, b: Any) -> bool:
+    """True when b is an array viewing exactly a's memory in a's layout (e.g. b[...])."""
+    return (type(b) is np.ndarray and a.dtype == b.dtype and a.shape == b.shape
+            and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 # --------------------------------------------------------------- cross-entropy

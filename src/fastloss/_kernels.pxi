@@ -115,23 +115,34 @@ cdef inline void soft_target_sums(
         const floating* q, const floating* weight, const floating* shifted, Py_ssize_t n,
         double smoothing, double* target_dot, double* target_mass) noexcept nogil:
     """With q' = (1-eps) q + eps/n: target_dot = sum_c w_c q'_c d_c and
-    target_mass = sum_c w_c q'_c, in the fixed order of the lane sums."""
+    target_mass = sum_c w_c q'_c, accumulated like sum_lanes (LANES partial sums
+    in a fixed order, then the tail). `weight` is never NULL here (ones without
+    class weights). A class of target weight 0 contributes 0 even where its
+    logit is -inf."""
     cdef double dot[LANES]
     cdef double mass[LANES]
-    cdef double tw, keep = 1 - smoothing, uniform = smoothing / n
-    cdef Py_ssize_t c, lane
-    for lane in range(LANES):
-        dot[lane] = 0
-        mass[lane] = 0
-    for c in range(n):
-        tw = keep * q[c] + uniform
-        if weight != NULL:
-            tw = tw * weight[c]
-        # A class of target weight 0 contributes 0 even where its logit is -inf.
-        dot[c % LANES] += 0 if tw == 0 else tw * shifted[c]
-        mass[c % LANES] += tw
-    target_dot[0] = combine_lanes(dot)
-    target_mass[0] = combine_lanes(mass)
+    cdef double tw, keep = 1 - smoothing, uniform = smoothing / n, zero = 0
+    cdef double dot_total = 0, mass_total = 0
+    cdef Py_ssize_t i = 0, lane
+    if n >= LANES:
+        for lane in range(LANES):
+            dot[lane] = 0
+            mass[lane] = 0
+        while i + LANES <= n:
+            for lane in range(LANES):
+                tw = (keep * q[i + lane] + uniform) * weight[i + lane]
+                dot[lane] += zero if tw == 0 else tw * shifted[i + lane]
+                mass[lane] += tw
+            i += LANES
+        dot_total = combine_lanes(dot)
+        mass_total = combine_lanes(mass)
+    while i < n:
+        tw = (keep * q[i] + uniform) * weight[i]
+        dot_total += zero if tw == 0 else tw * shifted[i]
+        mass_total += tw
+        i += 1
+    target_dot[0] = dot_total
+    target_mass[0] = mass_total
 
 
 cdef double cross_entropy_block(
@@ -142,6 +153,7 @@ cdef double cross_entropy_block(
         floating* loss_rows, floating* work, bint want_grad) noexcept nogil:
     """Loss (and gradient) of rows [row_start, row_stop); returns their loss sum.
 
+    `weight` may be NULL for index targets only (ones are passed for soft targets).
     `work` holds the block's rows: the gradient array itself (which may be the
     logits' own buffer: every pass reads an element before writing it) or scratch.
     With d = x - max(x), e = exp(d), s = sum e, a row's loss is
@@ -254,12 +266,8 @@ cdef double cross_entropy_block(
                     g[j] = 0
             elif soft:
                 q = probs + row * C
-                if weight != NULL:
-                    for j in range(C):
-                        g[j] = g[j] * a - weight[j] * (b_keep * q[j] + b_uniform)
-                else:
-                    for j in range(C):
-                        g[j] = g[j] * a - (b_keep * q[j] + b_uniform)
+                for j in range(C):
+                    g[j] = g[j] * a - weight[j] * (b_keep * q[j] + b_uniform)
             else:
                 if smoothing == 0:
                     for j in range(C):
@@ -300,6 +308,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     cdef floating* loss_ptr
     cdef floating* grad_ptr
     cdef floating* scratch = NULL
+    cdef floating* ones = NULL
     cdef double* block_sums
     cdef double weight_total, denominator, scale = grad_output, total
     cdef int64_t t
@@ -330,6 +339,14 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
         grad_ptr = &grad[0, 0]
     # sum_c w_c: the smoothing term's weight (C without class weights).
     weight_total = <double>n_classes
+    if probs_ptr != NULL and weight_ptr == NULL:
+        # Soft targets always read class weights, so their loops have no branch.
+        ones = <floating*>malloc(n_classes * sizeof(floating))
+        if ones == NULL:
+            raise MemoryError()
+        for i in range(n_classes):
+            ones[i] = 1
+        weight_ptr = ones
     if weight_ptr != NULL:
         weight_total = sum_lanes(weight_ptr, n_classes)
     if probs_ptr != NULL:
@@ -374,6 +391,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     if block_sums == NULL or (grad_ptr == NULL and scratch == NULL):
         free(block_sums)
         free(scratch)
+        free(ones)
         raise MemoryError()
     with nogil:
         if threads == 1:
@@ -396,6 +414,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
         total = sum_in_order(block_sums, n_blocks)
     free(block_sums)
     free(scratch)
+    free(ones)
     if reduction == REDUCTION_MEAN:
         # Kept rows of total weight 0: nan, as torch, even with smoothing terms.
         return total / denominator if denominator != 0 else NAN

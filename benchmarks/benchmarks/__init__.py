@@ -1,0 +1,1 @@
+"""asv benchmark suite of fastloss (configuration: ../asv.conf.json)."""

@@ -1,0 +1,154 @@
+"""Timing and peak memory of fastloss's fused losses, parametrised over loss, dtype, size, threads.
+
+Each ``time_*`` / ``peakmem_*`` method is one call of the public API on data
+built in ``setup``; ``setup`` raises NotImplementedError to skip a combination
+(asv then reports it as skipped, not failed). Sizes follow the cases of
+``python -m fastloss bench``: "tiny" measures per-call overhead, "medium" sits
+above the parallel threshold, "large" is the issue's large-vocabulary /
+1e7-element case.
+"""
+
+import os
+
+import numpy as np
+
+import fastloss
+
+LOSSES = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "huber_loss"]
+DTYPES = ["float32", "float64"]
+THREADS = [1, 2]
+
+# (N, C) logits for cross-entropy; element counts for the pointwise losses.
+CE_SHAPES = {"tiny": (32, 10), "medium": (8192, 1000), "large": (2048, 32000)}
+POINTWISE_SIZES = {"tiny": 100, "medium": 10**6, "large": 10**7}
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _normal(shape, dtype, rng):
+    """Standard-normal data; large arrays repeat a 2**20-element block (fast to build)."""
+    size = int(np.prod(shape))
+    block = rng.standard_normal(min(size, 1 << 20), dtype=np.dtype(dtype))
+    return np.resize(block, shape)
+
+
+def make_data(loss, dtype, size):
+    """(input, target) of a loss at a size, as ``python -m fastloss bench`` builds them."""
+    rng = np.random.default_rng(0)
+    if loss == "cross_entropy":
+        n, c = CE_SHAPES[size]
+        return _normal((n, c), dtype, rng), rng.integers(0, c, n, dtype=np.int64)
+    n = POINTWISE_SIZES[size]
+    x = _normal((n,), dtype, rng)
+    if loss == "binary_cross_entropy_with_logits":
+        return x, rng.integers(0, 2, n).astype(dtype)
+    return x, _normal((n,), dtype, np.random.default_rng(1))
+
+
+class _Fused:
+    """Setup shared by the fused-loss classes: data of (loss, dtype, size) and a gradient buffer."""
+
+    def setup(self, loss, dtype, size, threads):
+        if threads > _usable_cpus():
+            raise NotImplementedError(f"{threads} threads on {_usable_cpus()} CPUs")
+        self.x, self.target = make_data(loss, dtype, size)
+        self.grad = np.empty_like(self.x)
+        self.forward = getattr(fastloss, loss)
+        self.with_grad = getattr(fastloss, loss + "_with_grad")
+        self.threads = threads
+        # warm the gradient buffer's pages so time_with_grad_out is steady state
+        self.with_grad(self.x, self.target, out=self.grad, n_threads=threads)
+
+    def time_with_grad_out(self, loss, dtype, size, threads):
+        """One fused forward + backward, the gradient written into a preallocated ``out=``."""
+        self.with_grad(self.x, self.target, out=self.grad, n_threads=self.threads)
+
+    def peakmem_with_grad(self, loss, dtype, size, threads):
+        """Inputs + one fresh gradient: the kernels make no input-sized temporaries."""
+        self.with_grad(self.x, self.target, n_threads=self.threads)
+
+
+class Losses(_Fused):
+    """Fused forward + backward (mean reduction) of every loss at the tiny and medium sizes."""
+
+    params = [LOSSES, DTYPES, ["tiny", "medium"], THREADS]
+    param_names = ["loss", "dtype", "size", "threads"]
+    timeout = 120
+
+    def time_with_grad(self, loss, dtype, size, threads):
+        """A fresh gradient array per call (includes its allocation and page faults)."""
+        self.with_grad(self.x, self.target, n_threads=self.threads)
+
+    def time_forward(self, loss, dtype, size, threads):
+        """The loss alone (``reduction="mean"``)."""
+        self.forward(self.x, self.target, n_threads=self.threads)
+
+    def peakmem_with_grad_out(self, loss, dtype, size, threads):
+        self.with_grad(self.x, self.target, out=self.grad, n_threads=self.threads)
+
+
+class LossesLarge(_Fused):
+    """The large sizes (2048x32000 logits, 1e7 elements): only the headline timing and
+    the peak memory, since building their data dominates a quick run."""
+
+    params = [LOSSES, DTYPES, ["large"], THREADS]
+    param_names = ["loss", "dtype", "size", "threads"]
+    timeout = 300
+
+
+class CrossEntropyOptions:
+    """The non-default cross-entropy paths at the medium size, single thread."""
+
+    params = [["plain", "weight", "ignore_index", "label_smoothing", "probabilities"],
+              DTYPES]
+    param_names = ["option", "dtype"]
+
+    def setup(self, option, dtype):
+        x, labels = make_data("cross_entropy", dtype, "medium")
+        n, c = x.shape
+        self.x = x
+        self.grad = np.empty_like(x)
+        self.kwargs = {}
+        self.target = labels
+        if option == "weight":
+            self.kwargs["weight"] = np.random.default_rng(2).uniform(0.5, 2.0, c).astype(dtype)
+        elif option == "ignore_index":
+            labels = labels.copy()
+            labels[::4] = -100
+            self.target = labels
+        elif option == "label_smoothing":
+            self.kwargs["label_smoothing"] = 0.1
+        elif option == "probabilities":
+            p = np.random.default_rng(3).uniform(size=x.shape).astype(dtype)
+            self.target = p / p.sum(axis=1, keepdims=True)
+
+    def time_with_grad_out(self, option, dtype):
+        fastloss.cross_entropy_with_grad(self.x, self.target, out=self.grad, n_threads=1,
+                                         **self.kwargs)
+
+
+class BCEOptions:
+    """BCE with logits with per-class pos_weight / weight at the medium size (as (n/100, 100))."""
+
+    params = [["plain", "pos_weight", "weight", "both"], DTYPES]
+    param_names = ["option", "dtype"]
+
+    def setup(self, option, dtype):
+        x, y = make_data("binary_cross_entropy_with_logits", dtype, "medium")
+        self.x, self.y = x.reshape(-1, 100), y.reshape(-1, 100)
+        self.grad = np.empty_like(self.x)
+        rng = np.random.default_rng(4)
+        self.kwargs = {}
+        if option in ("pos_weight", "both"):
+            self.kwargs["pos_weight"] = rng.uniform(0.5, 3.0, 100).astype(dtype)
+        if option in ("weight", "both"):
+            self.kwargs["weight"] = rng.uniform(0.5, 2.0, 100).astype(dtype)
+
+    def time_with_grad_out(self, option, dtype):
+        fastloss.binary_cross_entropy_with_logits_with_grad(
+            self.x, self.y, out=self.grad, n_threads=1, **self.kwargs)

@@ -62,9 +62,14 @@ cdef enum:
     # Elements per block of the pointwise losses; a block's losses sit in a
     # stack buffer of this size before they are summed.
     POINTWISE_BLOCK = 4096
-    # Below this many elements a call runs on the calling thread: starting a
-    # thread team costs more than it saves (see benchmarks/).
-    PARALLEL_MIN_ELEMS = 1 << 17
+    # Below this many elements a call runs on the calling thread, with no thread
+    # team at all: measured with `python -m fastloss bench --threads-scan`, 2
+    # threads lost to 1 up to ~1e6 elements on a shared 2-core VM (a fork-join
+    # there costs as much as the work it splits).
+    PARALLEL_MIN_ELEMS = 1 << 20
+
+#: Inputs with fewer elements than this always run on the calling thread.
+PARALLEL_THRESHOLD = PARALLEL_MIN_ELEMS
 
 # Reduction codes shared with fastloss.functional.
 REDUCTION_NONE = 0

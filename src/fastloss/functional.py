@@ -19,8 +19,8 @@ Conventions shared by all of them:
 - ``reduction`` is ``"none"`` (per-element, or per-sample for cross-entropy,
   losses as an array), ``"mean"`` or ``"sum"`` (a NumPy scalar of input's dtype).
 - ``n_threads``: the most OpenMP threads to use (default: OpenMP's own setting,
-  so ``OMP_NUM_THREADS`` and threadpoolctl apply). Inputs under about 1e5
-  elements always run on the calling thread. Results are bit-identical for
+  so ``OMP_NUM_THREADS`` and threadpoolctl apply). Inputs under 2**20 (about
+  1e6) elements always run on the calling thread. Results are bit-identical for
   every thread count.
 """
 
@@ -99,8 +99,7 @@ def _real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
 
 
 def _threads(n_threads: Any) -> int:
-    if n_threads is None:
-        return -1  # the kernels ask OpenMP
+    """A positive thread count (None is passed to the kernels as -1: ask OpenMP)."""
     try:
         count = operator.index(n_threads)
     except TypeError:
@@ -112,8 +111,6 @@ def _threads(n_threads: Any) -> int:
 
 def _grad_scale(grad_output: Any, code: int, loss_shape: tuple, dtype: np.dtype):
     """(scalar, per-element array or None) of the gradient's outer factor."""
-    if grad_output is None:
-        return 1.0, None
     array = grad_output if type(grad_output) is np.ndarray else np.asarray(grad_output)
     if array.dtype.kind not in "iuf":
         raise TypeError(f"grad_output: expected a real number or array, got dtype {array.dtype}")
@@ -133,12 +130,13 @@ def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
     overlaps no operand (it may be `input` itself: the kernels allow that)."""
     if type(out) is not np.ndarray:
         raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
+    if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"out: expected dtype {dtype} (input's dtype), got {out.dtype}")
-    shape = np.shape(input)
+    shape = input.shape if type(input) is np.ndarray else np.shape(input)
     if out.shape != shape:
         raise ValueError(f"out: expected shape {shape} (input's shape), got {out.shape}")
-    if not (out.flags.c_contiguous and out.flags.writeable):
+    flags = out.flags
+    if not (flags.c_contiguous and flags.writeable):
         raise ValueError("out: expected a writeable C-contiguous array")
     for operand in operands:
         if operand is not None and np.may_share_memory(out, operand):
@@ -181,7 +179,7 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
     if not -(2**63) <= ignore < 2**63:
         raise ValueError(f"ignore_index: expected a 64-bit integer, got {ignore}")
 
-    index_shape = () if ndim == 1 else (logits.shape[0],) + logits.shape[2:]
+    index_shape = logits.shape[:1] + logits.shape[2:] if ndim > 1 else ()
     tgt = target if type(target) is np.ndarray else np.asarray(target)
     kind = tgt.dtype.kind
     if kind in "iu":
@@ -214,8 +212,9 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
                              f"got {weight.shape}")
         weight = np.ascontiguousarray(weight)
     loss_shape = index_shape
-    scale, scale_rows = _grad_scale(grad_output, code, loss_shape, dtype)
-    threads = _threads(n_threads)
+    scale, scale_rows = (1.0, None) if grad_output is None else _grad_scale(
+        grad_output, code, loss_shape, dtype)
+    threads = -1 if n_threads is None else _threads(n_threads)
 
     # Rows of C logits: (C,) -> (1, C); (N, C, d1..dk) -> (N*d1*..*dk, C).
     kdim = ndim > 2
@@ -338,8 +337,9 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
         w, w_period = _elementwise_weight(weight, "weight", x)
     if pos_weight is not None:
         pw, pw_period = _elementwise_weight(pos_weight, "pos_weight", x)
-    scale, scale_elems = _grad_scale(grad_output, code, x.shape, dtype)
-    threads = _threads(n_threads)
+    scale, scale_elems = (1.0, None) if grad_output is None else _grad_scale(
+        grad_output, code, x.shape, dtype)
+    threads = -1 if n_threads is None else _threads(n_threads)
 
     grad = None
     if want_grad:

@@ -235,6 +235,19 @@ cdef inline double sum_lanes(const floating* a, Py_ssize_t n) noexcept nogil:
     return total
 
 
+cdef inline double sum_lanes_except(const floating* a, Py_ssize_t n, Py_ssize_t skip) noexcept nogil:
+    """Sum of a[0:n] without a[skip] (skip < 0: none), in double, in an order fixed
+    by n and skip. Short rows take a fixed-length loop with a[skip] read as 0
+    (no branch on where skip falls); long rows, the sums on either side of it."""
+    cdef double total = 0, zero = 0
+    cdef Py_ssize_t i
+    if n < LANES:
+        for i in range(n):
+            total += zero if i == skip else <double>a[i]
+        return total
+    return sum_lanes(a, skip) + sum_lanes(a + skip + 1, n - skip - 1)
+
+
 cdef inline double dot_lanes(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
     """Sum of a[i]*b[i] over i < n in double, in the order of sum_lanes. A term with
     a[i] == 0 is 0 even where b[i] is infinite: a class of weight 0 contributes

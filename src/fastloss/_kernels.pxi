@@ -17,7 +17,7 @@ from libc.stdlib cimport malloc, free
 
 from fastloss._fastmath cimport (
     LANES, combine_lanes, dot_lanes, exp_nonpos, log1p_nonneg, log1p_unit, log_normal,
-    max_lanes, sum_lanes,
+    max_lanes, sum_lanes, sum_lanes_except,
 )
 
 cdef extern from *:
@@ -239,13 +239,9 @@ cdef double cross_entropy_block(
     # gradient's factors; then the gradient written over the exponentials.
     for r in range(n_rows):
         g = work + r * C
-        if not soft and row_kept[r] != 0:
-            t = target[row_start + r]
-            e_target[r] = g[t]
-            other[r] = sum_lanes(g, t) + sum_lanes(g + t + 1, C - t - 1)
-        else:
-            e_target[r] = 0
-            other[r] = sum_lanes(g, C)
+        t = target[row_start + r] if not soft and row_kept[r] != 0 else -1
+        e_target[r] = g[t] if t >= 0 else 0
+        other[r] = sum_lanes_except(g, C, t)
     for r in range(n_rows):
         s = other[r] + e_target[r]
         log_s = log_normal(s)

@@ -20,13 +20,16 @@ import numpy as np
 import pytest
 
 import fastloss as fl
+from fastloss import _dispatch
 from fastloss import reference as ref
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["none", "mean", "sum"]
 TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
-# Cross-entropy kernel blocks: ~4096 logits, at most 256 rows (_kernels.pxi CE_BLOCK_ELEMS etc.).
-CE_BLOCK_ELEMS, CE_MAX_BLOCK_ROWS = 4096, 256
+# The kernels' fixed blocks, so that inputs below span several of them.
+CE_BLOCK_ELEMS = _dispatch.kernels.BLOCK_SIZES["cross_entropy_elems"]
+CE_MAX_BLOCK_ROWS = _dispatch.kernels.BLOCK_SIZES["cross_entropy_max_rows"]
+POINTWISE_BLOCK = _dispatch.kernels.BLOCK_SIZES["pointwise"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +316,8 @@ def test_ce_out_is_input_in_place(simd_path, dtype, shape):
 # 1. kernels vs reference: binary cross-entropy with logits
 # --------------------------------------------------------------------------------------------
 
-BCE_SHAPES = {37: (300, 37), 100: (97, 100)}  # 3 pointwise blocks of 4096 each, last partial
+BCE_SHAPES = {37: (300, 37), 100: (97, 100)}  # several pointwise blocks, the last partial
+assert all(math.prod(shape) > 2 * POINTWISE_BLOCK for shape in BCE_SHAPES.values())
 
 
 def bce_operand(kind, shape, rng, dtype, low=0.1, high=2.0):

@@ -173,7 +173,9 @@ cdef double cross_entropy_block(
 
     with -log p_y = log1p(other/e_y) (other = s - e_y summed without e_y) when
     p_y is large, which keeps full accuracy as p_y -> 1, and log(s) - d_y (a sum
-    of two non-negative terms) otherwise. The gradient is
+    of two non-negative terms) otherwise. Likewise log(s) = d_k + log1p(other/e_k)
+    around a pivot class k: the target, or for soft targets the row's argmax
+    (d_k = 0, e_k = 1), so that a confident row's tiny loss keeps its digits. The gradient is
     grad_scale * (Q p - target weights), Q = (1-eps) w_y + (eps/C) sum w for an
     index target, and its target element is -(1-eps) w_y other/s + (eps/C)(sum w
     p_y - w_y), free of the cancellation in p_y - 1.
@@ -186,6 +188,7 @@ cdef double cross_entropy_block(
     # Per-row values of the block, filled by pass 1 and pass 3.
     cdef double nll_weight[CE_MAX_BLOCK_ROWS]   # (1-eps) w_y; 0 for soft or ignored rows
     cdef double target_weight[CE_MAX_BLOCK_ROWS]  # w_y
+    cdef Py_ssize_t pivot[CE_MAX_BLOCK_ROWS]    # y, the argmax for soft targets, -1 if ignored
     cdef double d_target[CE_MAX_BLOCK_ROWS]     # d_y
     cdef double rest_mass[CE_MAX_BLOCK_ROWS]    # index: (eps/C) sum w; soft: Q
     cdef double rest_dot[CE_MAX_BLOCK_ROWS]     # index: (eps/C) sum w d; soft: T
@@ -197,7 +200,7 @@ cdef double cross_entropy_block(
     cdef double row_factor[CE_MAX_BLOCK_ROWS]
     cdef double target_grad[CE_MAX_BLOCK_ROWS]
     cdef double keep = 1 - smoothing, uniform = smoothing / C
-    cdef double s, log_s, nll, scale, zero = 0
+    cdef double s, log_s, nll, log1p_ratio, scale, zero = 0
     cdef int64_t t
     cdef bint soft = probs != NULL
 
@@ -210,6 +213,7 @@ cdef double cross_entropy_block(
         row_max = max_lanes(x, C)
         for j in range(C):
             g[j] = x[j] - row_max
+        pivot[r] = -1
         row_kept[r] = 1
         row_scale[r] = grad_scale_rows[row] if grad_scale_rows != NULL else grad_scale
         nll_weight[r] = 0
@@ -218,6 +222,12 @@ cdef double cross_entropy_block(
         if soft:
             soft_target_sums(probs + row * C, weight, g, C, smoothing,
                              &rest_dot[r], &rest_mass[r])
+            # The argmax, found in d (x may be the buffer just overwritten): d == 0
+            # exactly where x == max.
+            for j in range(C):
+                if g[j] == 0:
+                    pivot[r] = j
+                    break
             continue
         t = target[row]
         if t == ignore_index:
@@ -226,6 +236,7 @@ cdef double cross_entropy_block(
             row_kept[r] = 0
             row_scale[r] = 0
             continue
+        pivot[r] = t
         target_weight[r] = weight[t] if weight != NULL else 1.0
         nll_weight[r] = keep * target_weight[r]
         d_target[r] = g[t]
@@ -244,13 +255,13 @@ cdef double cross_entropy_block(
     # gradient's factors; then the gradient written over the exponentials.
     for r in range(n_rows):
         g = work + r * C
-        t = target[row_start + r] if not soft and row_kept[r] != 0 else -1
-        e_target[r] = g[t] if t >= 0 else 0
-        other[r] = sum_lanes_except(g, C, t)
+        e_target[r] = g[pivot[r]] if pivot[r] >= 0 else 0
+        other[r] = sum_lanes_except(g, C, pivot[r])
     for r in range(n_rows):
         s = other[r] + e_target[r]
-        log_s = log_normal(s)
-        nll = log1p_nonneg(other[r] / e_target[r]) if d_target[r] > -1 else log_s - d_target[r]
+        log1p_ratio = log1p_nonneg(other[r] / e_target[r])
+        log_s = d_target[r] + log1p_ratio if d_target[r] > -1 else log_normal(s)
+        nll = log1p_ratio if d_target[r] > -1 else log_s - d_target[r]
         # An ignored row is 0 even if its logits are NaN: its terms are not evaluated.
         row_loss[r] = ((zero if nll_weight[r] == 0 else nll_weight[r] * nll)
                        + (rest_mass[r] * log_s - rest_dot[r])) if row_kept[r] != 0 else zero
@@ -465,7 +476,7 @@ cdef inline void bce_point(floating x, floating y, floating pos_weight,
     cdef floating sig = inv_u if x >= zero else e * inv_u
     cdef floating sig_neg = e * inv_u if x >= zero else inv_u
     cdef floating pwy = pos_weight * y
-    cdef floating c = pwy + one - y
+    cdef floating c = pwy + (one - y)  # not (pwy + 1) - y: 1 - y is exact for y near 1
     cdef floating linear = (one - y) if x >= zero else pwy
     loss[0] = (zero if linear == zero else linear * abs_x) + c * log1p_unit(e, u, inv_u)
     slope[0] = (one - y) * sig - pwy * sig_neg

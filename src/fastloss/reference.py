@@ -262,7 +262,7 @@ def binary_cross_entropy_with_logits_with_grad(
         1.0 if pos_weight is None else np.asarray(pos_weight, np.float64), x.shape
     )
 
-    c = pw * y + 1.0 - y
+    c = pw * y + (1.0 - y)
     A = np.where(x >= 0, 1.0 - y, pw * y)
     abs_x = np.abs(x)
     with np.errstate(invalid="ignore"):

@@ -5,6 +5,7 @@ from one pass over the data. ``fastloss.reference`` holds the pure-NumPy
 specification the kernels are tested against.
 """
 
+from ._config import show_config
 from ._version import __version__
 from .functional import (
     binary_cross_entropy_with_logits,
@@ -27,4 +28,5 @@ __all__ = [
     "huber_loss_with_grad",
     "mse_loss",
     "mse_loss_with_grad",
+    "show_config",
 ]

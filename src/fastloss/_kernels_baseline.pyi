@@ -1,0 +1,80 @@
+# Stub of the compiled kernels (src/fastloss/_kernels.pxi built for the baseline
+# instruction set). _kernels_avx2.pyi and _kernels_avx512.pyi re-export this
+# file: the three modules are the same source compiled with different flags.
+# tests/test_stubs.py runs mypy.stubtest against every variant that is built.
+#
+# Array arguments are typed memoryviews in the kernels: any C-contiguous buffer
+# of the right dtype works, float32 or float64 for all floating arguments of
+# one call (Cython's fused-type dispatch), None where an argument is optional.
+from enum import IntEnum
+from typing import Final, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+_Float = TypeVar("_Float", np.float32, np.float64)
+
+# Cython's doctest table (empty: the kernels have no doctests).
+__test__: dict[str, str]
+
+#: The instruction set this module was compiled for: "baseline", "avx2" or "avx512".
+SIMD_PATH: str
+
+#: Inputs with fewer elements than this always run on the calling thread.
+PARALLEL_THRESHOLD: int
+#: The fixed blocks whose sums are added in order: keys "cross_entropy_elems",
+#: "cross_entropy_max_rows", "pointwise".
+BLOCK_SIZES: dict[str, int]
+
+# Reduction codes shared with fastloss.functional.
+REDUCTION_NONE: Final[int]
+REDUCTION_MEAN: Final[int]
+REDUCTION_SUM: Final[int]
+
+class PointwiseLoss(IntEnum):
+    MSE = 0
+    HUBER = 1
+    BCE_WITH_LOGITS = 2
+
+def built_with_openmp() -> bool:
+    """True when the kernels were compiled with OpenMP (else n_threads is ignored)."""
+
+def default_threads() -> int:
+    """The number of threads OpenMP would use now (OMP_NUM_THREADS, threadpoolctl)."""
+
+def cpu_features() -> dict[str, bool]:
+    """Which of the instruction sets fastloss has kernels for this CPU supports."""
+
+def cross_entropy(
+    logits: npt.NDArray[_Float],
+    target: npt.NDArray[np.int64] | None,
+    probs: npt.NDArray[_Float] | None,
+    weight: npt.NDArray[_Float] | None,
+    ignore_index: int,
+    label_smoothing: float,
+    reduction: int,
+    grad_output: float,
+    grad_output_rows: npt.NDArray[_Float] | None,
+    loss_out: npt.NDArray[_Float] | None,
+    grad: npt.NDArray[_Float] | None,
+    n_threads: int,
+) -> float:
+    """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient."""
+
+def pointwise_loss(
+    kind: PointwiseLoss | int,
+    input: npt.NDArray[_Float],
+    target: npt.NDArray[_Float],
+    weight: npt.NDArray[_Float] | None,
+    weight_period: int,
+    pos_weight: npt.NDArray[_Float] | None,
+    pos_weight_period: int,
+    delta: float,
+    reduction: int,
+    grad_output: float,
+    grad_output_elems: npt.NDArray[_Float] | None,
+    loss_out: npt.NDArray[_Float] | None,
+    grad: npt.NDArray[_Float] | None,
+    n_threads: int,
+) -> float:
+    """An elementwise loss over flat contiguous `input`/`target`, fused with its gradient."""

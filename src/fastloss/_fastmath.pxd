@@ -167,7 +167,8 @@ cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept
 
 cdef inline floating log1p_nonneg(floating z) noexcept nogil:
     """log(1 + z) for z >= 0 of any size: log of u = 1 + z by its exponent and
-    mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u."""
+    mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u. NaN gives NaN,
+    +inf gives +inf."""
     cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
     cdef floating u = one + z
     cdef floating m, k
@@ -179,12 +180,14 @@ cdef inline floating log1p_nonneg(floating z) noexcept nogil:
         k = exponent_f(u)
     k = k + one if m > <floating>1.4142135623730951 else k
     m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
-    return log_reduced(m - one, k, (z - (u - one)) / u)
+    # NaN and +inf have no exponent and mantissa to split: they are their own log1p.
+    return log_reduced(m - one, k, (z - (u - one)) / u) if u < INFINITY else u
 
 
 cdef inline floating log_normal(floating x) noexcept nogil:
     """log(x) for a positive normal x (the kernels need it for sums of exponentials,
-    which are >= 1): x = 2^k * m, m moved into [sqrt(1/2), sqrt(2))."""
+    which are >= 1): x = 2^k * m, m moved into [sqrt(1/2), sqrt(2)). NaN gives NaN,
+    +inf gives +inf."""
     cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
     cdef floating m, k
     if floating is double:
@@ -195,7 +198,8 @@ cdef inline floating log_normal(floating x) noexcept nogil:
         k = exponent_f(x)
     k = k + one if m > <floating>1.4142135623730951 else k
     m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
-    return log_reduced(m - one, k, zero)
+    # NaN and +inf have no exponent and mantissa to split: they are their own log.
+    return log_reduced(m - one, k, zero) if x < INFINITY else x
 
 
 cdef inline double combine_lanes(double* acc) noexcept nogil:
@@ -250,25 +254,31 @@ cdef inline double sum_lanes_except(const floating* a, Py_ssize_t n, Py_ssize_t 
 
 cdef inline double dot_lanes(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
     """Sum of a[i]*b[i] over i < n in double, in the order of sum_lanes. A term with
-    a[i] == 0 is 0 even where b[i] is infinite: a class of weight 0 contributes
-    nothing, as in the reference (0 * log 0 = 0)."""
+    a factor 0 is 0 even where the other is infinite: a class of weight 0
+    contributes nothing (0 * log 0 = 0), nor does an infinite weight on the
+    row's maximum (d = 0), as in the reference.
+
+    The guard is written `(a == 0) | (b == 0) ? 0 : a*b` on purpose: GCC 12.2 at
+    -O3 with AVX2/AVX-512 and -fno-trapping-math miscompiles the lane loop when
+    it reads `a == 0 ? 0 : a*b` (tests/test_fuzz.py keeps the repro)."""
     cdef double acc[LANES]
     cdef double total = 0, zero = 0
     cdef Py_ssize_t i, lane
     if n < LANES:
         for i in range(n):
-            total += zero if a[i] == 0 else <double>a[i] * b[i]
+            total += zero if (a[i] == 0) | (b[i] == 0) else <double>a[i] * b[i]
         return total
     for lane in range(LANES):
-        acc[lane] = zero if a[lane] == 0 else <double>a[lane] * b[lane]
+        acc[lane] = zero if (a[lane] == 0) | (b[lane] == 0) else <double>a[lane] * b[lane]
     i = LANES
     while i + LANES <= n:
         for lane in range(LANES):
-            acc[lane] += zero if a[i + lane] == 0 else <double>a[i + lane] * b[i + lane]
+            acc[lane] += (zero if (a[i + lane] == 0) | (b[i + lane] == 0)
+                          else <double>a[i + lane] * b[i + lane])
         i += LANES
     total = combine_lanes(acc)
     while i < n:
-        total += zero if a[i] == 0 else <double>a[i] * b[i]
+        total += zero if (a[i] == 0) | (b[i] == 0) else <double>a[i] * b[i]
         i += 1
     return total
 

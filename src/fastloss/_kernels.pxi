@@ -155,8 +155,9 @@ cdef inline void soft_target_sums(
     """With q' = (1-eps) q + eps/n: target_dot = sum_c w_c q'_c d_c and
     target_mass = sum_c w_c q'_c, accumulated like sum_lanes (LANES partial sums
     in a fixed order, then the tail). `weight` is never NULL here (ones without
-    class weights). A class of target weight 0 contributes 0 even where its
-    logit is -inf."""
+    class weights). A factor 0 makes a term 0 even where the other is infinite:
+    a class of target weight 0 at a -inf logit, an infinite one on the row's
+    maximum (d = 0). The guard has dot_lanes' form (see there for why)."""
     cdef double dot[LANES]
     cdef double mass[LANES]
     cdef double tw, keep = 1 - smoothing, uniform = smoothing / n, zero = 0
@@ -169,14 +170,15 @@ cdef inline void soft_target_sums(
         while i + LANES <= n:
             for lane in range(LANES):
                 tw = (keep * q[i + lane] + uniform) * weight[i + lane]
-                dot[lane] += zero if tw == 0 else tw * shifted[i + lane]
+                dot[lane] += (zero if (tw == 0) | (shifted[i + lane] == 0)
+                              else tw * shifted[i + lane])
                 mass[lane] += tw
             i += LANES
         dot_total = combine_lanes(dot)
         mass_total = combine_lanes(mass)
     while i < n:
         tw = (keep * q[i] + uniform) * weight[i]
-        dot_total += zero if tw == 0 else tw * shifted[i]
+        dot_total += zero if (tw == 0) | (shifted[i] == 0) else tw * shifted[i]
         mass_total += tw
         i += 1
     target_dot[0] = dot_total
@@ -290,9 +292,11 @@ cdef double cross_entropy_block(
         log1p_ratio = log1p_nonneg(other[r] / e_target[r])
         log_s = d_target[r] + log1p_ratio if d_target[r] > -1 else log_normal(s)
         nll = log1p_ratio if d_target[r] > -1 else log_s - d_target[r]
-        # An ignored row is 0 even if its logits are NaN: its terms are not evaluated.
+        # An ignored row is 0 even if its logits are NaN, and so is a term whose
+        # weight is 0: neither is evaluated (0 * log 0 = 0, as in the reference).
         row_loss[r] = ((zero if nll_weight[r] == 0 else nll_weight[r] * nll)
-                       + (rest_mass[r] * log_s - rest_dot[r])) if row_kept[r] != 0 else zero
+                       + (zero if rest_mass[r] == 0 else rest_mass[r] * log_s - rest_dot[r])
+                       if row_kept[r] != 0 else zero)
         row_factor[r] = (row_scale[r] * (nll_weight[r] + rest_mass[r]) / s
                          if row_kept[r] != 0 else zero)
         target_grad[r] = row_scale[r] * (rest_mass[r] * e_target[r] / s

@@ -106,7 +106,8 @@ def _threads(n_threads: Any) -> int:
         raise TypeError(f"n_threads: expected a positive integer or None, got {n_threads!r}") from None
     if count < 1:
         raise ValueError(f"n_threads: expected a positive integer or None, got {count}")
-    return count
+    # The kernels take a C int; OpenMP never starts more threads than blocks anyway.
+    return min(count, 2**31 - 1)
 
 
 def _grad_scale(grad_output: Any, code: int, loss_shape: tuple, dtype: np.dtype):
@@ -123,6 +124,23 @@ def _grad_scale(grad_output: Any, code: int, loss_shape: tuple, dtype: np.dtype)
         raise ValueError(f"grad_output: expected a scalar or the loss's shape {loss_shape}, "
                          f"got {array.shape}")
     return 1.0, np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+
+
+def _as_result(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast computed values to the results' dtype: float16 results that overflow are
+    inf, as when torch computes in float16, without NumPy's cast warning."""
+    if array.dtype is dtype:
+        return array
+    with np.errstate(over="ignore"):
+        return array.astype(dtype)
+
+
+def _as_scalar(value: float, dtype: np.dtype):
+    """A reduced loss as a NumPy scalar of the results' dtype (float16 overflow: inf)."""
+    if dtype is not _F16:
+        return dtype.type(value)
+    with np.errstate(over="ignore"):
+        return dtype.type(value)
 
 
 def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
@@ -241,8 +259,8 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
         rows, indices, probs, weight, ignore, smoothing, code, scale, scale_rows,
         loss_rows, grad, threads)
 
-    loss = (result_dtype.type(value) if code != 0
-            else loss_rows.reshape(loss_shape).astype(result_dtype, copy=False))
+    loss = (_as_scalar(value, result_dtype) if code != 0
+            else _as_result(loss_rows.reshape(loss_shape), result_dtype))
     if not want_grad:
         return loss, None
     if kdim:
@@ -255,7 +273,7 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
             np.copyto(out, grad, casting="unsafe")
         return loss, out
     if kdim or result_dtype is not dtype:
-        grad = np.ascontiguousarray(grad, dtype=result_dtype)
+        grad = np.ascontiguousarray(_as_result(grad, result_dtype))
     return loss, grad
 
 
@@ -356,15 +374,15 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
         pw, pw_period, delta, code, scale, scale_elems, loss_elems,
         None if grad is None else grad if flat else grad.reshape(-1), threads)
 
-    loss = (result_dtype.type(value) if code != 0
-            else loss_elems.reshape(x.shape).astype(result_dtype, copy=False))
+    loss = (_as_scalar(value, result_dtype) if code != 0
+            else _as_result(loss_elems.reshape(x.shape), result_dtype))
     if not want_grad:
         return loss, None
     if out is not None:
         if grad is not out:
             np.copyto(out, grad, casting="unsafe")
         return loss, out
-    return loss, grad if result_dtype is dtype else grad.astype(result_dtype)
+    return loss, grad if result_dtype is dtype else _as_result(grad, result_dtype)
 
 
 def _huber_delta(delta: Any) -> float:

@@ -198,6 +198,8 @@ def cross_entropy_with_grad(
 
     loss, g = _reduce(per_row.reshape(loss_shape), reduction, denominator, grad_output)
     grad_rows = g.reshape(-1)[:, np.newaxis] * dper_row
+    # ignored rows stay exactly 0 whatever grad_output is (NaN/inf * 0 would leak in), as torch
+    grad_rows = np.where(valid[:, np.newaxis], grad_rows, 0.0)
     grad = _from_rows(grad_rows, x_in.shape)
     return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
 

@@ -1,13 +1,12 @@
 """Bit-for-bit determinism of every loss, reduction and gradient.
 
-The kernels cut the data into fixed-size blocks (cross-entropy: ~4096 logits and at
-most 256 rows per block; pointwise losses: 4096 elements), reduce each block in a
-fixed order and add the block sums in block order.  So the same inputs must give
-*bit-identical* losses and gradients on every call and for every ``n_threads``,
-whether the call runs on the calling thread (inputs under 2**17 elements) or on an
-OpenMP team (2**17 elements and more).  Everything here compares bits, never with a
-tolerance: ``np.array_equal`` on the raw bytes (so NaNs compare too) and ``==`` on the
-bit patterns of reduced scalars.
+The kernels cut the data into fixed-size blocks (the kernel module's BLOCK_SIZES),
+reduce each block in a fixed order and add the block sums in block order. So the same
+inputs must give *bit-identical* losses and gradients on every call and for every
+``n_threads``, whether the call runs on the calling thread (inputs under
+PARALLEL_THRESHOLD elements) or on an OpenMP team (PARALLEL_THRESHOLD and more).
+Everything here compares bits, never with a tolerance: ``np.array_equal`` on the raw
+bytes (so NaNs compare too) and ``==`` on the bit patterns of reduced scalars.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ THREADS = (1, 2, 3, 8)
 REDUCTIONS = ("none", "mean", "sum")
 DTYPES = (np.float32, np.float64)
 # The kernels' threshold for starting a thread team (exported by the kernel module).
-THRESHOLD = int(getattr(_dispatch.kernels, "PARALLEL_THRESHOLD", 1 << 17))
-BLOCKS = dict(getattr(_dispatch.kernels, "BLOCK_SIZES", {}))
+THRESHOLD = _dispatch.kernels.PARALLEL_THRESHOLD
+BLOCKS = dict(_dispatch.kernels.BLOCK_SIZES)
 # "big" inputs: above the threshold (so n_threads > 1 really starts a team), and not
 # a multiple of any block size
 BIG = THRESHOLD + THRESHOLD // 16 + 7

@@ -49,7 +49,7 @@ BAD_DTYPES = (np.int8, np.int32, np.int64, np.uint8, np.uint64, np.bool_, np.com
               np.complex128, object)
 REDUCTIONS = ("none", "mean", "sum")
 # the kernels' threading threshold: "big" examples go above it
-THRESHOLD = int(getattr(_dispatch.kernels, "PARALLEL_THRESHOLD", 1 << 17))
+THRESHOLD = _dispatch.kernels.PARALLEL_THRESHOLD
 RTOL = {np.dtype(np.float16): 4e-3, np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
 
 

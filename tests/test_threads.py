@@ -2,7 +2,7 @@
 
 * Many Python threads call every function at once -- on inputs shared by all threads
   (read-only arrays) and on each thread's own inputs, with small inputs (serial
-  kernels) and inputs above the 2**17-element threshold (so several OpenMP teams run
+  kernels) and inputs above the PARALLEL_THRESHOLD-element threshold (so several OpenMP teams run
   at the same time, started from different Python threads) -- and every result must
   be bit-identical to the serial call's; the shared inputs must be left untouched.
 * The GIL is released while a kernel runs, shown by counting, not timing: a Python
@@ -30,7 +30,7 @@ from fastloss import _dispatch
 
 N_PY_THREADS = 8
 # The kernels' threshold for starting a thread team (exported by the kernel module).
-THRESHOLD = int(getattr(_dispatch.kernels, "PARALLEL_THRESHOLD", 1 << 17))
+THRESHOLD = _dispatch.kernels.PARALLEL_THRESHOLD
 
 
 def bits(value):

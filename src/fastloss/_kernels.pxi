@@ -104,12 +104,12 @@ BLOCK_SIZES = {"cross_entropy_elems": CE_BLOCK_ELEMS,
                "cross_entropy_max_rows": CE_MAX_BLOCK_ROWS,
                "pointwise": POINTWISE_BLOCK}
 
-# Reduction codes shared with fastloss.functional.
+# Reduction codes: fastloss.functional takes them from here.
 REDUCTION_NONE = 0
 REDUCTION_MEAN = 1
 REDUCTION_SUM = 2
 
-# Pointwise loss codes shared with fastloss.functional.
+# Pointwise loss codes: fastloss.functional takes them from here.
 cpdef enum PointwiseLoss:
     MSE = 0
     HUBER = 1
@@ -327,7 +327,7 @@ cdef double cross_entropy_block(
                 else:
                     for j in range(C):
                         g[j] = g[j] * a - b_uniform
-                g[target[row]] = <floating>target_grad[r]
+                g[pivot[r]] = <floating>target_grad[r]
     if loss_rows != NULL:
         for r in range(n_rows):
             loss_rows[row_start + r] = <floating>row_loss[r]

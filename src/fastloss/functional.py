@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import _dispatch
+from ._kernels_baseline import REDUCTION_MEAN, REDUCTION_NONE, REDUCTION_SUM, PointwiseLoss
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -44,11 +45,11 @@ __all__ = [
     "mse_loss_with_grad",
 ]
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+# The kernels' codes (the same in every SIMD build of them).
+_REDUCTIONS = {"none": REDUCTION_NONE, "mean": REDUCTION_MEAN, "sum": REDUCTION_SUM}
 # Identity checks against these are the cheap first test on every call.
 _F16, _F32, _F64, _I64 = (np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int64))
-# Pointwise loss codes of the kernels (their PointwiseLoss enum).
-_MSE, _HUBER, _BCE = 0, 1, 2
+_MSE, _HUBER, _BCE = PointwiseLoss.MSE, PointwiseLoss.HUBER, PointwiseLoss.BCE_WITH_LOGITS
 # A weight that repeats along the input's last dimension is passed to the
 # kernel as one row when rows are at least this long; shorter rows would make
 # the kernel's contiguous segments too short, so such weights are expanded.
@@ -117,7 +118,7 @@ def _grad_scale(grad_output: Any, code: int, loss_shape: tuple, dtype: np.dtype)
         raise TypeError(f"grad_output: expected a real number or array, got dtype {array.dtype}")
     if array.ndim == 0:
         return float(array), None
-    if code != 0:
+    if code != REDUCTION_NONE:
         raise ValueError(f"grad_output: a reduced loss takes a scalar grad_output, "
                          f"got shape {array.shape}")
     if array.shape != loss_shape:
@@ -253,13 +254,13 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
             _check_out(out, input, result_dtype, (target, weight, grad_output))
         grad_in_out = out is not None and not kdim and out.dtype == dtype
         grad = out.reshape(rows.shape) if grad_in_out else np.empty(rows.shape, dtype)
-    loss_rows = np.empty(rows.shape[0], dtype) if code == 0 else None
+    loss_rows = np.empty(rows.shape[0], dtype) if code == REDUCTION_NONE else None
 
     value = _dispatch.kernels.cross_entropy(
         rows, indices, probs, weight, ignore, smoothing, code, scale, scale_rows,
         loss_rows, grad, threads)
 
-    loss = (_as_scalar(value, result_dtype) if code != 0
+    loss = (_as_scalar(value, result_dtype) if code != REDUCTION_NONE
             else _as_result(loss_rows.reshape(loss_shape), result_dtype))
     if not want_grad:
         return loss, None
@@ -366,7 +367,7 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
             grad = out if out.dtype == dtype else np.empty(x.shape, dtype)
         else:
             grad = np.empty(x.shape, dtype)
-    loss_elems = np.empty(x.size, dtype) if code == 0 else None
+    loss_elems = np.empty(x.size, dtype) if code == REDUCTION_NONE else None
 
     flat = x.ndim == 1
     value = _dispatch.kernels.pointwise_loss(
@@ -374,7 +375,7 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
         pw, pw_period, delta, code, scale, scale_elems, loss_elems,
         None if grad is None else grad if flat else grad.reshape(-1), threads)
 
-    loss = (_as_scalar(value, result_dtype) if code != 0
+    loss = (_as_scalar(value, result_dtype) if code != REDUCTION_NONE
             else _as_result(loss_elems.reshape(x.shape), result_dtype))
     if not want_grad:
         return loss, None

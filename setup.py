@@ -20,6 +20,7 @@ import sysconfig
 import tempfile
 import warnings
 
+import numpy
 from Cython import __version__ as cython_version
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -165,8 +166,15 @@ directives = {
     "freethreading_compatible": True,
 }
 
+# The kernels' def entries read ndarray structs through NumPy's C API. Built
+# against NumPy 2, the modules also run with NumPy 1.25 (the oldest the package
+# supports) when the API is pinned to it.
+NUMPY_MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),
+                ("NPY_TARGET_VERSION", "NPY_1_25_API_VERSION")]
+
 extensions = [
-    Extension(f"fastloss._kernels_{variant}", [f"src/fastloss/_kernels_{variant}.pyx"])
+    Extension(f"fastloss._kernels_{variant}", [f"src/fastloss/_kernels_{variant}.pyx"],
+              include_dirs=[numpy.get_include()], define_macros=NUMPY_MACROS)
     for variant in target_variants()
 ]
 

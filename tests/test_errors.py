@@ -278,6 +278,8 @@ def test_out_layout_and_writeability(name):
     read_only = np.empty((N, C))
     read_only.flags.writeable = False
     raises(ValueError, "out", fn, x, t, out=read_only)
+    misaligned = np.empty(N * C * 8 + 1, np.uint8)[1:].view(np.float64).reshape(N, C)
+    raises(ValueError, "out", fn, x, t, out=misaligned)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -332,3 +334,85 @@ def test_grad_output_shape_and_dtype_for_none(name):
     for reduction in ("none", "mean"):
         raises(TypeError, "grad_output", fn, x, t, reduction=reduction, grad_output=1j)
         raises(TypeError, "grad_output", fn, x, t, reduction=reduction, grad_output="1")
+
+
+# --------------------------------------------------------------------------------------------
+# the kernels' own entries: whoever calls them, they check what they are handed
+# --------------------------------------------------------------------------------------------
+
+
+def _ce_kernel_args(dtype=np.float64):
+    x, t = good_args("cross_entropy", dtype)
+    return dict(logits=x, target=t, probs=None, weight=None, ignore_index=-100,
+                label_smoothing=0.0, reduction=1, grad_output=1.0, grad_output_rows=None,
+                loss_out=None, grad=np.empty_like(x), n_threads=1)
+
+
+def _pointwise_kernel_args(dtype=np.float64):
+    x, t = good_args("mse_loss", dtype)
+    return dict(kind=0, input=x.reshape(-1), target=t.reshape(-1), weight=None,
+                weight_period=0, pos_weight=None, pos_weight_period=0, delta=1.0, reduction=1,
+                grad_output=1.0, grad_output_elems=None, loss_out=None,
+                grad=np.empty(N * C, dtype), n_threads=1)
+
+
+def _misaligned(a):
+    view = np.zeros(a.nbytes + 1, np.uint8)[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    return view
+
+
+def test_kernel_entries_check_their_arrays(simd_path):
+    from fastloss import _dispatch
+    kernels = _dispatch.kernels
+    ce, pw = _ce_kernel_args(), _pointwise_kernel_args()
+    shared = np.zeros(N * C + 1)
+    # what the entries return: a NumPy scalar of the call's dtype, None for "none"
+    for dtype in (np.float32, np.float64):
+        value = kernels.cross_entropy(**_ce_kernel_args(dtype))
+        assert type(value) is np.dtype(dtype).type
+        value = kernels.pointwise_loss(**_pointwise_kernel_args(dtype))
+        assert type(value) is np.dtype(dtype).type
+    assert kernels.cross_entropy(**dict(ce, reduction=0, loss_out=np.empty(N))) is None
+
+    bad_ce = [
+        ("logits", TypeError, dict(logits=ce["logits"].tolist())),
+        ("logits", TypeError, dict(logits=ce["logits"].astype(np.float16))),
+        ("logits", ValueError, dict(logits=ce["logits"].reshape(-1))),
+        ("logits", ValueError, dict(logits=np.asfortranarray(ce["logits"]))),
+        ("logits", ValueError, dict(logits=_misaligned(ce["logits"]))),
+        ("target", TypeError, dict(target=ce["target"].astype(np.int32))),
+        ("target", TypeError, dict(target=ce["target"].astype(">i8"))),
+        ("target", ValueError, dict(target=ce["target"][:-1])),
+        ("probs", ValueError, dict(probs=np.ones((N, C))[:, :2])),
+        ("target and probs", ValueError, dict(target=None)),
+        ("weight", ValueError, dict(weight=np.ones(C + 1))),
+        ("weight", TypeError, dict(weight=np.ones(C, np.float32))),
+        ("grad", TypeError, dict(grad=np.empty((N, C), np.float32))),
+        ("grad", ValueError, dict(grad=np.empty((C, N)))),
+        ("grad", ValueError, dict(grad=np.empty((N, 2 * C))[:, ::2])),
+        ("out", ValueError, dict(logits=shared[:-1].reshape(N, C),  # partly in place
+                                 grad=shared[1:].reshape(N, C))),
+        ("loss_out", ValueError, dict(reduction=0, loss_out=np.empty(N - 1))),
+        ("loss_out", ValueError, dict(reduction=0, loss_out=ce["grad"].reshape(-1)[:N])),
+    ]
+    x_in_place = ce["logits"].copy()
+    kernels.cross_entropy(**dict(ce, logits=x_in_place, grad=x_in_place))  # exactly: allowed
+    for name, exc, change in bad_ce:
+        raises(exc, name, kernels.cross_entropy, **dict(ce, **change))
+    read_only = np.empty((N, C))
+    read_only.flags.writeable = False
+    raises(ValueError, "grad", kernels.cross_entropy, **dict(ce, grad=read_only))
+
+    bad_pw = [
+        ("input", TypeError, dict(input=pw["input"].astype(np.int64))),
+        ("input", ValueError, dict(input=pw["input"].reshape(N, C))),
+        ("target", ValueError, dict(target=pw["target"][:-1])),
+        ("target", ValueError, dict(target=_misaligned(pw["target"]))),
+        ("weight", ValueError, dict(weight=np.ones(C), weight_period=C + 1)),
+        ("period", ValueError, dict(weight=np.ones(0), weight_period=0)),
+        ("out", ValueError, dict(grad=pw["target"])),
+        ("grad_output_elems", ValueError, dict(reduction=0, grad_output_elems=np.ones(3))),
+    ]
+    for name, exc, change in bad_pw:
+        raises(exc, name, kernels.pointwise_loss, **dict(pw, **change))

@@ -771,7 +771,22 @@ def test_non_contiguous_inputs(simd_path, dtype):
                 assert not view.flags.c_contiguous
                 return view
 
-            for make in (strided, transposed):
+            def misaligned(a):
+                """The same values, C-contiguous but not aligned to the itemsize."""
+                if not isinstance(a, np.ndarray):
+                    return a
+                view = np.zeros(a.nbytes + 1, np.uint8)[1:].view(a.dtype).reshape(a.shape)
+                view[...] = a
+                assert not view.flags.aligned or a.dtype.itemsize == 1
+                return view
+
+            def byteswapped(a):
+                """The same values in the other byte order."""
+                if not isinstance(a, np.ndarray):
+                    return a
+                return a.astype(a.dtype.newbyteorder())
+
+            for make in (strided, transposed, misaligned, byteswapped):
                 kw = {k: make(v) for k, v in kwargs.items()}
                 args = [make(x), make(t), make(go)]
                 saved = [a.copy() for a in _arrays(args + list(kw.values()))]

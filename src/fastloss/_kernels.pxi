@@ -9,6 +9,7 @@
 #   what only a pass over the data can (class indices), runs the blocks serially
 #   or with OpenMP, and adds the block sums in block order. Blocks have a fixed
 #   size, so the result is bit-identical whatever the number of threads.
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport NAN
@@ -145,6 +146,99 @@ cdef inline double sum_in_order(const double* block_sums, Py_ssize_t n_blocks) n
     for b in range(n_blocks):
         total += block_sums[b]
     return total
+
+
+# ------------------------------------------------------------ argument checks
+# The def entries take ndarrays (or None) and read their C structs directly:
+# typed memoryviews would parse a buffer format string per argument, which cost
+# more than a whole kernel run on a tiny input. Whoever calls an entry, every
+# array is checked before a kernel sees a pointer into it, so a kernel never
+# reads or writes outside the arrays it is handed.
+
+cnp.import_array()
+
+
+cdef int float_typenum(object array, str name) except -1:
+    """NPY_FLOAT or NPY_DOUBLE: the floating type of the call, taken from `array`."""
+    cdef int typenum
+    if not cnp.PyArray_Check(array):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(array).__name__}")
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>array)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise TypeError(f"{name}: expected a float32 or float64 array, "
+                        f"got dtype {(<cnp.ndarray>array).dtype}")
+    return typenum
+
+
+cdef void* array_data(object array, str name, int typenum, Py_ssize_t dim0, Py_ssize_t dim1,
+                      bint writeable) except? NULL:
+    """The data of `array`, which must be an aligned, native-order, C-contiguous
+    ndarray of `typenum` and shape (dim0,) (dim1 < 0) or (dim0, dim1), writeable
+    if asked; None gives NULL."""
+    cdef cnp.ndarray a
+    cdef int ndim = 1 if dim1 < 0 else 2
+    if array is None:
+        return NULL
+    if not cnp.PyArray_Check(array):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(array).__name__}")
+    a = <cnp.ndarray>array
+    if not (cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(a), typenum)
+            and cnp.PyArray_ISNOTSWAPPED(a)):
+        raise TypeError(f"{name}: expected dtype {cnp.PyArray_DescrFromType(typenum)}, "
+                        f"got {array.dtype}")
+    if (cnp.PyArray_NDIM(a) != ndim or cnp.PyArray_DIMS(a)[0] != dim0
+            or (ndim == 2 and cnp.PyArray_DIMS(a)[1] != dim1)):
+        expected = f"({dim0},)" if ndim == 1 else f"({dim0}, {dim1})"
+        raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
+        raise ValueError(f"{name}: expected an aligned C-contiguous array")
+    if writeable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{name}: expected a writeable array")
+    return cnp.PyArray_DATA(a)
+
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
+
+
+cdef object reduced_loss(double value, int typenum, int reduction):
+    """What a def entry returns: the reduced loss as a NumPy scalar of the call's
+    dtype (a float32 loss is accumulated in double and rounded once, here), or
+    None for reduction "none"."""
+    cdef float single = <float>value
+    if reduction == REDUCTION_NONE:
+        return None
+    if typenum == cnp.NPY_FLOAT:
+        return PyArray_Scalar(&single, cnp.PyArray_DescrFromType(typenum), None)
+    return PyArray_Scalar(&value, cnp.PyArray_DescrFromType(typenum), None)
+
+
+cdef struct Span:
+    const void* start
+    Py_ssize_t n_bytes
+
+
+cdef inline bint overlap(Span a, Span b) noexcept:
+    return (a.start != NULL and b.start != NULL and a.n_bytes > 0 and b.n_bytes > 0
+            and <const char*>a.start < <const char*>b.start + b.n_bytes
+            and <const char*>b.start < <const char*>a.start + a.n_bytes)
+
+
+cdef int check_outputs(Span grad, Span loss, const Span* inputs, int n_inputs) except -1:
+    """Outputs overlap no input and not each other, except that the gradient may
+    be the first input (the values) exactly: the kernels read every element of
+    it before writing that element. The gradient is the public functions' `out=`,
+    and the errors name it so."""
+    cdef int i
+    if grad.start != inputs[0].start and overlap(grad, inputs[0]):
+        raise ValueError("out: may be input itself (in place), but must not partially overlap it")
+    for i in range(1, n_inputs):
+        if overlap(grad, inputs[i]):
+            raise ValueError("out: must not overlap target, weights or grad_output")
+    for i in range(n_inputs):
+        if overlap(loss, inputs[i]) or overlap(loss, grad):
+            raise ValueError("loss_out: must not overlap an operand or grad")
+    return 0
 
 
 # ---------------------------------------------------------------- cross-entropy
@@ -334,28 +428,76 @@ cdef double cross_entropy_block(
     return sum_lanes(row_loss, n_rows)
 
 
-def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
-                  const floating[:, ::1] probs, const floating[::1] weight,
-                  int64_t ignore_index, double label_smoothing, int reduction,
-                  double grad_output, const floating[::1] grad_output_rows,
-                  floating[::1] loss_out, floating[:, ::1] grad, int n_threads):
+def cross_entropy(logits, target, probs, weight, int64_t ignore_index, double label_smoothing,
+                  int reduction, double grad_output, grad_output_rows, loss_out, grad,
+                  int n_threads):
     """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient.
 
-    Exactly one of `target` (N,) class indices and `probs` (N, C) probabilities
-    is given. `loss_out` (N,) receives per-row losses for reduction "none";
-    `grad` (N, C), if given, receives the gradient of sum(grad_output * loss)
-    (per-row `grad_output_rows` for "none"). Returns the reduced loss ("none": nan).
-    Raises IndexError for a class index outside [0, C) other than ignore_index.
+    Every array is a C-contiguous ndarray of logits' dtype (float32 or float64)
+    or None where optional. Exactly one of `target` (N,) int64 class indices and
+    `probs` (N, C) probabilities is given; `weight` (C,) class weights.
+    `loss_out` (N,) receives per-row losses for reduction "none"; `grad` (N, C),
+    if given, receives the gradient of sum(grad_output * loss) (per-row
+    `grad_output_rows` (N,) for "none"). `grad` may be `logits` itself; no other
+    output may overlap an input. Returns the reduced loss as a NumPy scalar of
+    logits' dtype (None for "none"). Raises IndexError for a class index outside [0, C) other than ignore_index.
     """
-    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
+    cdef int typenum = float_typenum(logits, "logits")
+    cdef Py_ssize_t n_rows, n_classes, item
+    cdef const void* x
+    cdef const void* probs_ptr
+    cdef const void* weight_ptr
+    cdef const void* rows_ptr
+    cdef const int64_t* target_ptr
+    cdef void* loss_ptr
+    cdef void* grad_ptr
+    cdef Span inputs[5]
+    cdef double value
+    if cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2:
+        raise ValueError(f"logits: expected a 2-d array, got shape {logits.shape}")
+    n_rows = cnp.PyArray_DIMS(<cnp.ndarray>logits)[0]
+    n_classes = cnp.PyArray_DIMS(<cnp.ndarray>logits)[1]
+    if n_classes == 0:
+        raise ValueError("input: expected at least one class (C >= 1)")
+    item = cnp.PyArray_ITEMSIZE(<cnp.ndarray>logits)
+    x = array_data(logits, "logits", typenum, n_rows, n_classes, False)
+    target_ptr = <const int64_t*>array_data(target, "target", cnp.NPY_INT64, n_rows, -1, False)
+    probs_ptr = array_data(probs, "probs", typenum, n_rows, n_classes, False)
+    if (target_ptr == NULL) == (probs_ptr == NULL):
+        raise ValueError("expected exactly one of target and probs")
+    weight_ptr = array_data(weight, "weight", typenum, n_classes, -1, False)
+    rows_ptr = array_data(grad_output_rows, "grad_output_rows", typenum, n_rows, -1, False)
+    loss_ptr = array_data(loss_out, "loss_out", typenum, n_rows, -1, True)
+    grad_ptr = array_data(grad, "grad", typenum, n_rows, n_classes, True)
+    inputs[0] = Span(x, n_rows * n_classes * item)
+    inputs[1] = Span(target_ptr, n_rows * 8)
+    inputs[2] = Span(probs_ptr, n_rows * n_classes * item)
+    inputs[3] = Span(weight_ptr, n_classes * item)
+    inputs[4] = Span(rows_ptr, n_rows * item)
+    check_outputs(Span(grad_ptr, n_rows * n_classes * item), Span(loss_ptr, n_rows * item),
+                  inputs, 5)
+    if typenum == cnp.NPY_FLOAT:
+        value = cross_entropy_rows(
+            <const float*>x, n_rows, n_classes, target_ptr, <const float*>probs_ptr,
+            <const float*>weight_ptr, ignore_index, label_smoothing, reduction, grad_output,
+            <const float*>rows_ptr, <float*>loss_ptr, <float*>grad_ptr, n_threads)
+    else:
+        value = cross_entropy_rows(
+            <const double*>x, n_rows, n_classes, target_ptr, <const double*>probs_ptr,
+            <const double*>weight_ptr, ignore_index, label_smoothing, reduction, grad_output,
+            <const double*>rows_ptr, <double*>loss_ptr, <double*>grad_ptr, n_threads)
+    return reduced_loss(value, typenum, reduction)
+
+
+cdef double cross_entropy_rows(
+        const floating* logits, Py_ssize_t n_rows, Py_ssize_t n_classes,
+        const int64_t* target_ptr, const floating* probs_ptr, const floating* weight_ptr,
+        int64_t ignore_index, double label_smoothing, int reduction, double grad_output,
+        const floating* rows_scale_ptr, floating* loss_ptr, floating* grad_ptr,
+        int n_threads) except? -1:
+    """The body of cross_entropy once its arrays are checked (see there)."""
     cdef Py_ssize_t rows_per_block, n_blocks, block_elems, b, i, bad_row = -1
     cdef Py_ssize_t n_ignored = 0, n_invalid = 0
-    cdef const floating* weight_ptr
-    cdef const int64_t* target_ptr
-    cdef const floating* probs_ptr
-    cdef const floating* rows_scale_ptr
-    cdef floating* loss_ptr
-    cdef floating* grad_ptr
     cdef floating* scratch = NULL
     cdef floating* ones = NULL
     cdef double* block_sums
@@ -363,29 +505,8 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
     cdef int64_t t
     cdef int threads
 
-    if n_classes == 0:
-        raise ValueError("input: expected at least one class (C >= 1)")
     if n_rows == 0:
         return NAN if reduction == REDUCTION_MEAN else 0.0
-    # Pointers are taken only now: every array present is non-empty.
-    weight_ptr = NULL
-    if weight is not None:
-        weight_ptr = &weight[0]
-    target_ptr = NULL
-    if target is not None:
-        target_ptr = &target[0]
-    probs_ptr = NULL
-    if probs is not None:
-        probs_ptr = &probs[0, 0]
-    rows_scale_ptr = NULL
-    if grad_output_rows is not None:
-        rows_scale_ptr = &grad_output_rows[0]
-    loss_ptr = NULL
-    if loss_out is not None:
-        loss_ptr = &loss_out[0]
-    grad_ptr = NULL
-    if grad is not None:
-        grad_ptr = &grad[0, 0]
     # sum_c w_c: the smoothing term's weight (C without class weights).
     weight_total = <double>n_classes
     if probs_ptr != NULL and weight_ptr == NULL:
@@ -446,7 +567,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
         if threads == 1:
             for b in range(n_blocks):
                 block_sums[b] = cross_entropy_block(
-                    &logits[0, 0], target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
+                    logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
                     b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
                     ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
                     grad_ptr + b * block_elems if grad_ptr != NULL else scratch,
@@ -454,7 +575,7 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
         else:
             for b in prange(n_blocks, schedule="static", num_threads=threads):
                 block_sums[b] = cross_entropy_block(
-                    &logits[0, 0], target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
+                    logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
                     b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
                     ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
                     grad_ptr + b * block_elems if grad_ptr != NULL
@@ -580,24 +701,73 @@ cdef double pointwise_block(
     return sum_lanes(losses, n)
 
 
-def pointwise_loss(PointwiseLoss kind, const floating[::1] input, const floating[::1] target,
-                   const floating[::1] weight, Py_ssize_t weight_period,
-                   const floating[::1] pos_weight, Py_ssize_t pos_weight_period,
-                   double delta, int reduction, double grad_output,
-                   const floating[::1] grad_output_elems, floating[::1] loss_out,
-                   floating[::1] grad, int n_threads):
-    """An elementwise loss over flat contiguous `input`/`target`, fused with its gradient.
+def pointwise_loss(PointwiseLoss kind, input, target, weight, Py_ssize_t weight_period,
+                   pos_weight, Py_ssize_t pos_weight_period, double delta, int reduction,
+                   double grad_output, grad_output_elems, loss_out, grad, int n_threads):
+    """An elementwise loss over flat `input`/`target` (n,), fused with its gradient.
 
-    `loss_out` receives per-element losses for reduction "none"; `grad`, if
-    given, the gradient of sum(grad_output * loss) (per-element
-    `grad_output_elems` for "none"). Returns the reduced loss ("none": nan).
+    Every array is a 1-d C-contiguous ndarray of input's dtype (float32 or
+    float64), or None where optional. `weight` and `pos_weight` (BCE only) hold
+    one period of a weight that repeats along the input. `loss_out` (n,)
+    receives per-element losses for reduction "none"; `grad` (n,), if given, the
+    gradient of sum(grad_output * loss) (per-element `grad_output_elems` (n,)
+    for "none"). `grad` may be `input` itself; no other output may overlap an
+    input. Returns the reduced loss as a NumPy scalar of input's dtype (None for
+    "none").
     """
-    cdef Py_ssize_t n = input.shape[0], n_blocks, b
-    cdef const floating* weight_ptr
-    cdef const floating* pos_weight_ptr
-    cdef const floating* elems_scale_ptr
-    cdef floating* loss_ptr
-    cdef floating* grad_ptr
+    cdef int typenum = float_typenum(input, "input")
+    cdef Py_ssize_t n, item
+    cdef const void* x
+    cdef const void* y
+    cdef const void* weight_ptr
+    cdef const void* pos_weight_ptr
+    cdef const void* elems_ptr
+    cdef void* loss_ptr
+    cdef void* grad_ptr
+    cdef Span inputs[5]
+    cdef double value
+    if cnp.PyArray_NDIM(<cnp.ndarray>input) != 1:
+        raise ValueError(f"input: expected a 1-d array, got shape {input.shape}")
+    n = cnp.PyArray_DIMS(<cnp.ndarray>input)[0]
+    item = cnp.PyArray_ITEMSIZE(<cnp.ndarray>input)
+    if n > 0 and ((weight is not None and weight_period < 1)
+                  or (pos_weight is not None and pos_weight_period < 1)):
+        raise ValueError("weight_period, pos_weight_period: expected positive periods")
+    x = array_data(input, "input", typenum, n, -1, False)
+    y = array_data(target, "target", typenum, n, -1, False)
+    weight_ptr = array_data(weight, "weight", typenum, weight_period, -1, False)
+    pos_weight_ptr = array_data(pos_weight, "pos_weight", typenum, pos_weight_period, -1, False)
+    elems_ptr = array_data(grad_output_elems, "grad_output_elems", typenum, n, -1, False)
+    loss_ptr = array_data(loss_out, "loss_out", typenum, n, -1, True)
+    grad_ptr = array_data(grad, "grad", typenum, n, -1, True)
+    inputs[0] = Span(x, n * item)
+    inputs[1] = Span(y, n * item)
+    inputs[2] = Span(weight_ptr, weight_period * item)
+    inputs[3] = Span(pos_weight_ptr, pos_weight_period * item)
+    inputs[4] = Span(elems_ptr, n * item)
+    check_outputs(Span(grad_ptr, n * item), Span(loss_ptr, n * item), inputs, 5)
+    if typenum == cnp.NPY_FLOAT:
+        value = pointwise_elems(
+            kind, <const float*>x, <const float*>y, n, <const float*>weight_ptr, weight_period,
+            <const float*>pos_weight_ptr, pos_weight_period, delta, reduction, grad_output,
+            <const float*>elems_ptr, <float*>loss_ptr, <float*>grad_ptr, n_threads)
+    else:
+        value = pointwise_elems(
+            kind, <const double*>x, <const double*>y, n, <const double*>weight_ptr,
+            weight_period, <const double*>pos_weight_ptr, pos_weight_period, delta, reduction,
+            grad_output, <const double*>elems_ptr, <double*>loss_ptr, <double*>grad_ptr,
+            n_threads)
+    return reduced_loss(value, typenum, reduction)
+
+
+cdef double pointwise_elems(
+        PointwiseLoss kind, const floating* x, const floating* y, Py_ssize_t n,
+        const floating* weight_ptr, Py_ssize_t weight_period,
+        const floating* pos_weight_ptr, Py_ssize_t pos_weight_period, double delta,
+        int reduction, double grad_output, const floating* elems_scale_ptr,
+        floating* loss_ptr, floating* grad_ptr, int n_threads) except? -1:
+    """The body of pointwise_loss once its arrays are checked (see there)."""
+    cdef Py_ssize_t n_blocks, b
     cdef double* block_sums
     cdef double scale = grad_output / n if reduction == REDUCTION_MEAN else grad_output
     cdef double total
@@ -605,22 +775,6 @@ def pointwise_loss(PointwiseLoss kind, const floating[::1] input, const floating
 
     if n == 0:
         return NAN if reduction == REDUCTION_MEAN else 0.0
-    # Pointers are taken only now: every array present is non-empty.
-    weight_ptr = NULL
-    if weight is not None:
-        weight_ptr = &weight[0]
-    pos_weight_ptr = NULL
-    if pos_weight is not None:
-        pos_weight_ptr = &pos_weight[0]
-    elems_scale_ptr = NULL
-    if grad_output_elems is not None:
-        elems_scale_ptr = &grad_output_elems[0]
-    loss_ptr = NULL
-    if loss_out is not None:
-        loss_ptr = &loss_out[0]
-    grad_ptr = NULL
-    if grad is not None:
-        grad_ptr = &grad[0]
     n_blocks = (n + POINTWISE_BLOCK - 1) // POINTWISE_BLOCK
     threads = threads_for(n, n_threads, n_blocks)
     block_sums = <double*>malloc(n_blocks * sizeof(double))
@@ -630,14 +784,14 @@ def pointwise_loss(PointwiseLoss kind, const floating[::1] input, const floating
         if threads == 1:
             for b in range(n_blocks):
                 block_sums[b] = pointwise_block(
-                    kind, &input[0], &target[0], weight_ptr, weight_period,
+                    kind, x, y, weight_ptr, weight_period,
                     pos_weight_ptr, pos_weight_period, <floating>delta,
                     b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
                     scale, elems_scale_ptr, loss_ptr, grad_ptr)
         else:
             for b in prange(n_blocks, schedule="static", num_threads=threads):
                 block_sums[b] = pointwise_block(
-                    kind, &input[0], &target[0], weight_ptr, weight_period,
+                    kind, x, y, weight_ptr, weight_period,
                     pos_weight_ptr, pos_weight_period, <floating>delta,
                     b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
                     scale, elems_scale_ptr, loss_ptr, grad_ptr)

@@ -3,9 +3,9 @@
 # file: the three modules are the same source compiled with different flags.
 # tests/test_stubs.py runs mypy.stubtest against every variant that is built.
 #
-# Array arguments are typed memoryviews in the kernels: any C-contiguous buffer
-# of the right dtype works, float32 or float64 for all floating arguments of
-# one call (Cython's fused-type dispatch), None where an argument is optional.
+# Array arguments are ndarrays, aligned and C-contiguous, all of the first
+# array's dtype (float32 or float64; class indices int64), None where optional;
+# the entries check this and raise TypeError/ValueError naming the argument.
 from enum import IntEnum
 from typing import Final, TypeVar
 
@@ -58,7 +58,7 @@ def cross_entropy(
     loss_out: npt.NDArray[_Float] | None,
     grad: npt.NDArray[_Float] | None,
     n_threads: int,
-) -> float:
+) -> _Float | None:
     """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient."""
 
 def pointwise_loss(
@@ -76,5 +76,5 @@ def pointwise_loss(
     loss_out: npt.NDArray[_Float] | None,
     grad: npt.NDArray[_Float] | None,
     n_threads: int,
-) -> float:
-    """An elementwise loss over flat contiguous `input`/`target`, fused with its gradient."""
+) -> _Float | None:
+    """An elementwise loss over flat `input`/`target` (n,), fused with its gradient."""

@@ -66,29 +66,41 @@ def _reduction_code(reduction: Any) -> int:
 
 
 def _float_input(value: Any) -> tuple[np.ndarray, np.dtype]:
-    """(`input` as a C-contiguous float32/float64 array, the results' dtype):
-    float16 is computed in float32 and its results cast back."""
+    """(`input` as an aligned C-contiguous float32/float64 array, the results'
+    dtype): float16 is computed in float32 and its results cast back."""
     array = value if type(value) is np.ndarray else np.asarray(value)
     dtype = array.dtype
     if dtype is _F32 or dtype is _F64 or dtype == _F32 or dtype == _F64:
-        return (array if array.flags.c_contiguous else array.copy(order="C")), dtype
+        flags = array.flags
+        if flags.c_contiguous and flags.aligned:
+            return array, dtype
+        return array.astype(dtype, order="C"), dtype
     if dtype == _F16:
         return array.astype(_F32, order="C"), _F16
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):  # float32/64 of the other byte order
+        native = dtype.newbyteorder("=")
+        return array.astype(native, order="C"), native
     raise TypeError(f"input: expected a float32 or float64 array, got dtype {dtype}")
 
 
 def _float_operand(value: Any, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
-    """A float operand of exactly `shape`, C-contiguous in the compute `dtype`."""
+    """A float operand of exactly `shape`, aligned C-contiguous in the compute `dtype`."""
     array = value if type(value) is np.ndarray else np.asarray(value)
-    if array.dtype is dtype and array.shape == shape and array.flags.c_contiguous:
-        return array
+    if array.dtype is dtype and array.shape == shape:
+        flags = array.flags
+        if flags.c_contiguous and flags.aligned:
+            return array
     if array.dtype.kind != "f":
         raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}")
     if array.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (input's shape), got {array.shape}")
-    if array.dtype != dtype or not array.flags.c_contiguous:
-        array = array.astype(dtype, order="C")
-    return array
+    return array.astype(dtype, order="C")
+
+
+def _kernel_array(array: np.ndarray) -> np.ndarray:
+    """`array` itself when the kernels take it as it is (aligned, C-contiguous), else such a copy."""
+    flags = array.flags
+    return array if flags.c_contiguous and flags.aligned else np.array(array, order="C")
 
 
 def _real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
@@ -124,43 +136,46 @@ def _grad_scale(grad_output: Any, code: int, loss_shape: tuple, dtype: np.dtype)
     if array.shape != loss_shape:
         raise ValueError(f"grad_output: expected a scalar or the loss's shape {loss_shape}, "
                          f"got {array.shape}")
-    return 1.0, np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+    return 1.0, _kernel_array(array.astype(dtype, copy=False)).reshape(-1)
 
 
 def _as_result(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Cast computed values to the results' dtype: float16 results that overflow are
-    inf, as when torch computes in float16, without NumPy's cast warning."""
+    """Cast computed values (an array or a NumPy scalar) to the results' dtype: float16
+    results that overflow are inf, as when torch computes in float16, without NumPy's
+    cast warning."""
     if array.dtype is dtype:
         return array
     with np.errstate(over="ignore"):
         return array.astype(dtype)
 
 
-def _as_scalar(value: float, dtype: np.dtype):
-    """A reduced loss as a NumPy scalar of the results' dtype (float16 overflow: inf)."""
-    if dtype is not _F16:
-        return dtype.type(value)
-    with np.errstate(over="ignore"):
-        return dtype.type(value)
-
-
-def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
-    """`out` must be a writeable C-contiguous array of input's shape and dtype that
-    overlaps no operand (it may be `input` itself: the kernels allow that)."""
+def _check_out(out: Any, shape: tuple, dtype: np.dtype) -> None:
+    """`out` must be a writeable, aligned C-contiguous array of input's shape and dtype."""
     if type(out) is not np.ndarray:
         raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
     if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"out: expected dtype {dtype} (input's dtype), got {out.dtype}")
-    shape = input.shape if type(input) is np.ndarray else np.shape(input)
     if out.shape != shape:
         raise ValueError(f"out: expected shape {shape} (input's shape), got {out.shape}")
     flags = out.flags
-    if not (flags.c_contiguous and flags.writeable):
-        raise ValueError("out: expected a writeable C-contiguous array")
-    for operand in operands:
-        if operand is not None and np.may_share_memory(out, operand):
+    if not (flags.c_contiguous and flags.aligned and flags.writeable):
+        raise ValueError("out: expected a writeable, aligned C-contiguous array")
+
+
+def _check_no_overlap(out: np.ndarray, input: Any, handed_input: np.ndarray, operands: tuple,
+                      direct: bool) -> None:
+    """`out` overlaps none of the caller's operands and is `input` itself or does not overlap it.
+
+    `operands` holds (as the caller gave it, as handed to the kernel) pairs. When
+    `out` itself is handed to the kernel (`direct`), the kernel checks it against
+    the arrays it is handed, so only those it gets as converted copies are
+    checked here."""
+    for given, handed in operands:
+        if (given is not None and not (direct and handed is given)
+                and np.may_share_memory(out, given)):
             raise ValueError("out: must not overlap target, weights or grad_output")
-    if out is not input and np.may_share_memory(out, input) and not _same_memory(out, input):
+    if (not (direct and handed_input is input) and out is not input
+            and np.may_share_memory(out, input) and not _same_memory(out, input)):
         raise ValueError("out: may be input itself (in place), but must not partially overlap it")
 
 
@@ -177,13 +192,14 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
                    grad_output, out, n_threads, want_grad):
     logits, result_dtype = _float_input(input)
     code = _reduction_code(reduction)
-    ndim = logits.ndim
+    shape = logits.shape
+    ndim = len(shape)
     if ndim == 0:
         raise ValueError("input: expected logits of shape (C,), (N, C) or (N, C, d1, ..., dk), "
                          "got a 0-d array")
-    n_classes = logits.shape[0] if ndim == 1 else logits.shape[1]
+    n_classes = shape[0] if ndim == 1 else shape[1]
     if n_classes == 0:
-        raise ValueError(f"input: expected at least one class, got shape {logits.shape}")
+        raise ValueError(f"input: expected at least one class, got shape {shape}")
     dtype = logits.dtype
     try:
         smoothing = float(label_smoothing)
@@ -198,41 +214,40 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
     if not -(2**63) <= ignore < 2**63:
         raise ValueError(f"ignore_index: expected a 64-bit integer, got {ignore}")
 
-    index_shape = logits.shape[:1] + logits.shape[2:] if ndim > 1 else ()
+    index_shape = (shape[0],) if ndim == 2 else shape[:1] + shape[2:] if ndim > 1 else ()
     tgt = target if type(target) is np.ndarray else np.asarray(target)
-    kind = tgt.dtype.kind
-    if kind in "iu":
+    indices = probs = None
+    if tgt.dtype is _I64 and ndim == 2 and tgt.shape == index_shape:
+        indices = _kernel_array(tgt)
+    elif tgt.dtype.kind in "iu":
         if tgt.shape != index_shape:
             raise ValueError(f"target: expected class indices of shape {index_shape} for input "
-                             f"of shape {logits.shape}, got shape {tgt.shape}")
+                             f"of shape {shape}, got shape {tgt.shape}")
         if tgt.dtype == np.uint64 and tgt.size and tgt.max() > np.iinfo(np.int64).max:
             raise IndexError(f"target: class index {tgt.max()} is out of range for "
                              f"{n_classes} classes")
-        indices = tgt if tgt.ndim == 1 else tgt.reshape(-1)
-        if indices.dtype is not _I64 or not indices.flags.c_contiguous:
-            indices = np.ascontiguousarray(indices, dtype=_I64)
-        probs = None
-    elif kind == "f":
-        if tgt.shape != logits.shape:
+        indices = _kernel_array(tgt.reshape(-1).astype(_I64, copy=False))
+    elif tgt.dtype.kind == "f":
+        if tgt.shape != shape:
             if tgt.shape == index_shape:
                 raise TypeError(f"target: class indices must be integers, got dtype {tgt.dtype} "
-                                f"(probability targets must have input's shape {logits.shape})")
+                                f"(probability targets must have input's shape {shape})")
             raise ValueError(f"target: probability targets must have input's shape "
-                             f"{logits.shape}, got {tgt.shape}")
-        indices, probs = None, tgt
+                             f"{shape}, got {tgt.shape}")
+        probs = tgt
     else:
         raise TypeError(f"target: expected integer class indices or floating-point class "
                         f"probabilities, got dtype {tgt.dtype}")
 
+    class_weight = None
     if weight is not None:
-        weight = _real_array(weight, "weight", dtype)
-        if weight.shape != (n_classes,):
+        class_weight = _real_array(weight, "weight", dtype)
+        if class_weight.shape != (n_classes,):
             raise ValueError(f"weight: expected shape ({n_classes},) (one weight per class), "
-                             f"got {weight.shape}")
-        weight = np.ascontiguousarray(weight)
-    loss_shape = index_shape
+                             f"got {class_weight.shape}")
+        class_weight = _kernel_array(class_weight)
     scale, scale_rows = (1.0, None) if grad_output is None else _grad_scale(
-        grad_output, code, loss_shape, dtype)
+        grad_output, code, index_shape, dtype)
     threads = -1 if n_threads is None else _threads(n_threads)
 
     # Rows of C logits: (C,) -> (1, C); (N, C, d1..dk) -> (N*d1*..*dk, C).
@@ -244,33 +259,40 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
     else:
         rows = logits if ndim == 2 else logits.reshape(1, n_classes)
     if probs is not None:
-        probs = probs.reshape(-1, n_classes)
-        if probs.dtype != dtype or not probs.flags.c_contiguous:
-            probs = probs.astype(dtype, order="C")
+        if probs.ndim != 2 or probs.dtype is not dtype:
+            probs = probs.reshape(-1, n_classes).astype(dtype, copy=False)
+        probs = _kernel_array(probs)
 
     grad = None
     if want_grad:
+        # The gradient goes straight into `out` when it has the rows' layout and dtype.
+        direct = False
         if out is not None:
-            _check_out(out, input, result_dtype, (target, weight, grad_output))
-        grad_in_out = out is not None and not kdim and out.dtype == dtype
-        grad = out.reshape(rows.shape) if grad_in_out else np.empty(rows.shape, dtype)
+            _check_out(out, shape if type(input) is np.ndarray else np.shape(input), result_dtype)
+            direct = not kdim and result_dtype is dtype
+            _check_no_overlap(out, input, rows, (
+                (target, indices if probs is None else probs), (weight, class_weight),
+                (grad_output, scale_rows)), direct)
+        grad = (out if ndim == 2 else out.reshape(rows.shape)) if direct else np.empty(
+            rows.shape, dtype)
     loss_rows = np.empty(rows.shape[0], dtype) if code == REDUCTION_NONE else None
 
     value = _dispatch.kernels.cross_entropy(
-        rows, indices, probs, weight, ignore, smoothing, code, scale, scale_rows,
+        rows, indices, probs, class_weight, ignore, smoothing, code, scale, scale_rows,
         loss_rows, grad, threads)
 
-    loss = (_as_scalar(value, result_dtype) if code != REDUCTION_NONE
-            else _as_result(loss_rows.reshape(loss_shape), result_dtype))
+    if code == REDUCTION_NONE:
+        loss = _as_result(loss_rows.reshape(index_shape), result_dtype)
+    else:
+        loss = value if result_dtype is dtype else _as_result(value, result_dtype)
     if not want_grad:
         return loss, None
     if kdim:
-        shape = (logits.shape[0],) + logits.shape[2:] + (n_classes,)
-        grad = np.moveaxis(grad.reshape(shape), -1, 1)
+        grad = np.moveaxis(grad.reshape(shape[:1] + shape[2:] + (n_classes,)), -1, 1)
     elif ndim == 1:
-        grad = grad.reshape(logits.shape)
+        grad = grad.reshape(shape)
     if out is not None:
-        if not grad_in_out:
+        if not direct:
             np.copyto(out, grad, casting="unsafe")
         return loss, out
     if kdim or result_dtype is not dtype:
@@ -340,8 +362,8 @@ def _elementwise_weight(value: Any, name: str, logits: np.ndarray):
     row = logits.shape[-1] if logits.ndim else 1
     leading = array.shape[:-1] if array.ndim else ()
     if all(n == 1 for n in leading) and row >= _MIN_WEIGHT_ROW:
-        return np.ascontiguousarray(np.broadcast_to(array.reshape(-1), (row,))), row
-    return np.ascontiguousarray(np.broadcast_to(array, logits.shape)).reshape(-1), logits.size
+        return _kernel_array(np.broadcast_to(array.reshape(-1), (row,))), row
+    return _kernel_array(np.broadcast_to(array, logits.shape)).reshape(-1), logits.size
 
 
 def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_output, out,
@@ -360,23 +382,28 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
         grad_output, code, x.shape, dtype)
     threads = -1 if n_threads is None else _threads(n_threads)
 
+    flat = x.ndim == 1
     grad = None
     if want_grad:
+        # The gradient goes straight into `out` when it has input's dtype.
+        direct = False
         if out is not None:
-            _check_out(out, input, result_dtype, (target, weight, pos_weight, grad_output))
-            grad = out if out.dtype == dtype else np.empty(x.shape, dtype)
-        else:
-            grad = np.empty(x.shape, dtype)
+            _check_out(out, x.shape, result_dtype)
+            direct = result_dtype is dtype
+            _check_no_overlap(out, input, x, (
+                (target, y), (weight, w), (pos_weight, pw), (grad_output, scale_elems)), direct)
+        grad = out if direct else np.empty(x.shape, dtype)
     loss_elems = np.empty(x.size, dtype) if code == REDUCTION_NONE else None
 
-    flat = x.ndim == 1
     value = _dispatch.kernels.pointwise_loss(
         kind, x if flat else x.reshape(-1), y if flat else y.reshape(-1), w, w_period,
         pw, pw_period, delta, code, scale, scale_elems, loss_elems,
         None if grad is None else grad if flat else grad.reshape(-1), threads)
 
-    loss = (_as_scalar(value, result_dtype) if code != REDUCTION_NONE
-            else _as_result(loss_elems.reshape(x.shape), result_dtype))
+    if code == REDUCTION_NONE:
+        loss = _as_result(loss_elems.reshape(x.shape), result_dtype)
+    else:
+        loss = value if result_dtype is dtype else _as_result(value, result_dtype)
     if not want_grad:
         return loss, None
     if out is not None:

@@ -97,6 +97,9 @@ cdef enum:
     # threads lost to 1 up to ~1e6 elements on a shared 2-core VM (a fork-join
     # there costs as much as the work it splits).
     PARALLEL_MIN_ELEMS = 1 << 20
+    # Calls on fewer elements keep the GIL: they take a microsecond or so, about
+    # what releasing and retaking it costs.
+    NOGIL_MIN_ELEMS = 4096
     # Cross-entropy rows shorter than this many bytes (one AVX-512 register:
     # 15 float32 or 7 float64 logits) are worked with the rows as SIMD lanes.
     # Measured against the row-by-row kernel at 65536 rows: 1.6-2.2x faster
@@ -147,6 +150,24 @@ cdef inline int threads_for(Py_ssize_t n_elems, int n_threads, Py_ssize_t n_bloc
     if n_elems < PARALLEL_MIN_ELEMS or n_blocks < 2:
         return 1
     return n_threads if n_threads < n_blocks else <int>n_blocks
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState*) nogil
+
+
+cdef inline PyThreadState* release_gil_if(bint release) noexcept:
+    """Release the GIL when `release` (a call big enough to be worth it); what
+    restore_gil needs. In between, only C code runs: no Python object is touched."""
+    return PyEval_SaveThread() if release else NULL
+
+
+cdef inline void restore_gil(PyThreadState* state) noexcept:
+    if state != NULL:
+        PyEval_RestoreThread(state)
 
 
 cdef inline double sum_in_order(const double* block_sums, Py_ssize_t n_blocks) noexcept nogil:
@@ -699,61 +720,18 @@ cdef double cross_entropy_rows(
         const floating* rows_scale_ptr, floating* loss_ptr, floating* grad_ptr,
         int n_threads) except? -1:
     """The body of cross_entropy once its arrays are checked (see there)."""
-    cdef Py_ssize_t rows_per_block, n_blocks, block_elems, b, i, bad_row = -1
+    cdef Py_ssize_t rows_per_block, n_blocks, block_elems, i, bad_row = -1
     cdef Py_ssize_t n_ignored = 0, n_invalid = 0
     cdef floating* scratch = NULL
     cdef floating* ones = NULL
     cdef double* block_sums
-    cdef double weight_total, denominator, scale = grad_output, total
+    cdef double weight_total, denominator, scale = grad_output, total = 0
     cdef int64_t t
     cdef int threads
+    cdef PyThreadState* gil
 
     if n_rows == 0:
         return NAN if reduction == REDUCTION_MEAN else 0.0
-    # sum_c w_c: the smoothing term's weight (C without class weights).
-    weight_total = <double>n_classes
-    if probs_ptr != NULL and weight_ptr == NULL:
-        # Soft targets always read class weights, so their loops have no branch.
-        ones = <floating*>malloc(n_classes * sizeof(floating))
-        if ones == NULL:
-            raise MemoryError()
-        for i in range(n_classes):
-            ones[i] = 1
-        weight_ptr = ones
-    if weight_ptr != NULL:
-        weight_total = sum_lanes(weight_ptr, n_classes)
-    if probs_ptr != NULL:
-        denominator = <double>n_rows
-    else:
-        # One pass over the targets checks every index before a kernel uses it
-        # (branch-free, so it vectorises), and gives what "mean" divides by.
-        with nogil:
-            for i in range(n_rows):
-                t = target_ptr[i]
-                n_ignored += t == ignore_index
-                n_invalid += (t != ignore_index) & ((t < 0) | (t >= n_classes))
-            if n_invalid == 0 and weight_ptr != NULL:
-                denominator = 0
-                for i in range(n_rows):
-                    t = target_ptr[i]
-                    if t != ignore_index:
-                        denominator += weight_ptr[t]
-            else:
-                denominator = <double>(n_rows - n_ignored)
-        if n_invalid != 0:
-            for i in range(n_rows):
-                t = target_ptr[i]
-                if t != ignore_index and (t < 0 or t >= n_classes):
-                    bad_row = i
-                    break
-            raise IndexError(
-                f"target: class index {target_ptr[bad_row]} (at flat position {bad_row}) "
-                f"is out of range for {n_classes} classes; expected 0 <= target < "
-                f"{n_classes} or target == ignore_index ({ignore_index})")
-    if reduction == REDUCTION_MEAN:
-        # Every target ignored: the mean is 0/0 = nan, its gradient zero (as torch).
-        scale = grad_output / denominator if denominator != 0 else 0.0
-
     rows_per_block = max(1, min(<Py_ssize_t>CE_MAX_BLOCK_ROWS, CE_BLOCK_ELEMS // n_classes))
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
     block_elems = rows_per_block * n_classes
@@ -761,39 +739,98 @@ cdef double cross_entropy_rows(
     block_sums = <double*>malloc(n_blocks * sizeof(double))
     if grad_ptr == NULL:
         scratch = <floating*>malloc(threads * block_elems * sizeof(floating))
-    if block_sums == NULL or (grad_ptr == NULL and scratch == NULL):
+    if probs_ptr != NULL and weight_ptr == NULL:
+        # Soft targets always read class weights, so their loops have no branch.
+        ones = <floating*>malloc(n_classes * sizeof(floating))
+    if (block_sums == NULL or (grad_ptr == NULL and scratch == NULL)
+            or (probs_ptr != NULL and weight_ptr == NULL and ones == NULL)):
         free(block_sums)
         free(scratch)
         free(ones)
         raise MemoryError()
-    with nogil:
-        if threads == 1:
-            for b in range(n_blocks):
-                block_sums[b] = cross_entropy_block(
-                    logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
-                    b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
-                    ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
-                    grad_ptr + b * block_elems if grad_ptr != NULL else scratch,
-                    grad_ptr != NULL)
+
+    gil = release_gil_if(n_rows * n_classes >= NOGIL_MIN_ELEMS)
+    if ones != NULL:
+        for i in range(n_classes):
+            ones[i] = 1
+        weight_ptr = ones
+    # sum_c w_c: the smoothing term's weight (C without class weights).
+    weight_total = sum_lanes(weight_ptr, n_classes) if weight_ptr != NULL else <double>n_classes
+    if probs_ptr != NULL:
+        denominator = <double>n_rows
+    else:
+        # One pass over the targets checks every index before a kernel uses it
+        # (branch-free, so it vectorises), and gives what "mean" divides by.
+        for i in range(n_rows):
+            t = target_ptr[i]
+            n_ignored += t == ignore_index
+            n_invalid += (t != ignore_index) & ((t < 0) | (t >= n_classes))
+        if n_invalid == 0 and weight_ptr != NULL:
+            denominator = 0
+            for i in range(n_rows):
+                t = target_ptr[i]
+                if t != ignore_index:
+                    denominator += weight_ptr[t]
         else:
-            for b in prange(n_blocks, schedule="static", num_threads=threads):
-                block_sums[b] = cross_entropy_block(
-                    logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
-                    b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
-                    ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
-                    grad_ptr + b * block_elems if grad_ptr != NULL
-                    else scratch + threadid() * block_elems,
-                    grad_ptr != NULL)
-        total = sum_in_order(block_sums, n_blocks)
+            denominator = <double>(n_rows - n_ignored)
+    if reduction == REDUCTION_MEAN:
+        # Every target ignored: the mean is 0/0 = nan, its gradient zero (as torch).
+        scale = grad_output / denominator if denominator != 0 else 0.0
+    if n_invalid == 0:
+        total = cross_entropy_blocks(
+            logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_rows, n_classes,
+            rows_per_block, n_blocks, ignore_index, label_smoothing, scale, rows_scale_ptr,
+            loss_ptr, grad_ptr, scratch, block_sums, threads)
+    restore_gil(gil)
     free(block_sums)
     free(scratch)
     free(ones)
+    if n_invalid != 0:
+        for i in range(n_rows):
+            t = target_ptr[i]
+            if t != ignore_index and (t < 0 or t >= n_classes):
+                bad_row = i
+                break
+        raise IndexError(
+            f"target: class index {target_ptr[bad_row]} (at flat position {bad_row}) "
+            f"is out of range for {n_classes} classes; expected 0 <= target < "
+            f"{n_classes} or target == ignore_index ({ignore_index})")
     if reduction == REDUCTION_MEAN:
         # Kept rows of total weight 0: nan, as torch, even with smoothing terms.
         return total / denominator if denominator != 0 else NAN
     if reduction == REDUCTION_SUM:
         return total
     return NAN
+
+
+cdef double cross_entropy_blocks(
+        const floating* logits, const int64_t* target_ptr, const floating* probs_ptr,
+        const floating* weight_ptr, double weight_total, Py_ssize_t n_rows,
+        Py_ssize_t n_classes, Py_ssize_t rows_per_block, Py_ssize_t n_blocks,
+        int64_t ignore_index, double label_smoothing, double scale,
+        const floating* rows_scale_ptr, floating* loss_ptr, floating* grad_ptr,
+        floating* scratch, double* block_sums, int threads) noexcept nogil:
+    """Every block, serially or by `threads` OpenMP threads (one fork-join), and
+    the sum of their losses in block order."""
+    cdef Py_ssize_t b, block_elems = rows_per_block * n_classes
+    if threads == 1:
+        for b in range(n_blocks):
+            block_sums[b] = cross_entropy_block(
+                logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
+                b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
+                ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
+                grad_ptr + b * block_elems if grad_ptr != NULL else scratch,
+                grad_ptr != NULL)
+    else:
+        for b in prange(n_blocks, schedule="static", num_threads=threads):
+            block_sums[b] = cross_entropy_block(
+                logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_classes,
+                b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
+                ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
+                grad_ptr + b * block_elems if grad_ptr != NULL
+                else scratch + threadid() * block_elems,
+                grad_ptr != NULL)
+    return sum_in_order(block_sums, n_blocks)
 
 
 # -------------------------------------------------------------- pointwise losses
@@ -970,8 +1007,9 @@ cdef double pointwise_elems(
         int reduction, double grad_output, const floating* elems_scale_ptr,
         floating* loss_ptr, floating* grad_ptr, int n_threads) except? -1:
     """The body of pointwise_loss once its arrays are checked (see there)."""
-    cdef Py_ssize_t n_blocks, b
+    cdef Py_ssize_t n_blocks
     cdef double* block_sums
+    cdef PyThreadState* gil
     cdef double scale = grad_output / n if reduction == REDUCTION_MEAN else grad_output
     cdef double total
     cdef int threads
@@ -983,25 +1021,38 @@ cdef double pointwise_elems(
     block_sums = <double*>malloc(n_blocks * sizeof(double))
     if block_sums == NULL:
         raise MemoryError()
-    with nogil:
-        if threads == 1:
-            for b in range(n_blocks):
-                block_sums[b] = pointwise_block(
-                    kind, x, y, weight_ptr, weight_period,
-                    pos_weight_ptr, pos_weight_period, <floating>delta,
-                    b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
-                    scale, elems_scale_ptr, loss_ptr, grad_ptr)
-        else:
-            for b in prange(n_blocks, schedule="static", num_threads=threads):
-                block_sums[b] = pointwise_block(
-                    kind, x, y, weight_ptr, weight_period,
-                    pos_weight_ptr, pos_weight_period, <floating>delta,
-                    b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
-                    scale, elems_scale_ptr, loss_ptr, grad_ptr)
-        total = sum_in_order(block_sums, n_blocks)
+    gil = release_gil_if(n >= NOGIL_MIN_ELEMS)
+    total = pointwise_blocks(kind, x, y, n, weight_ptr, weight_period, pos_weight_ptr,
+                             pos_weight_period, <floating>delta, scale, elems_scale_ptr,
+                             loss_ptr, grad_ptr, n_blocks, block_sums, threads)
+    restore_gil(gil)
     free(block_sums)
     if reduction == REDUCTION_MEAN:
         return total / n
     if reduction == REDUCTION_SUM:
         return total
     return NAN
+
+
+cdef double pointwise_blocks(
+        PointwiseLoss kind, const floating* x, const floating* y, Py_ssize_t n,
+        const floating* weight_ptr, Py_ssize_t weight_period,
+        const floating* pos_weight_ptr, Py_ssize_t pos_weight_period, floating delta,
+        double scale, const floating* elems_scale_ptr, floating* loss_ptr, floating* grad_ptr,
+        Py_ssize_t n_blocks, double* block_sums, int threads) noexcept nogil:
+    """Every block, serially or by `threads` OpenMP threads (one fork-join), and
+    the sum of their losses in block order."""
+    cdef Py_ssize_t b
+    if threads == 1:
+        for b in range(n_blocks):
+            block_sums[b] = pointwise_block(
+                kind, x, y, weight_ptr, weight_period, pos_weight_ptr, pos_weight_period,
+                delta, b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
+                scale, elems_scale_ptr, loss_ptr, grad_ptr)
+    else:
+        for b in prange(n_blocks, schedule="static", num_threads=threads):
+            block_sums[b] = pointwise_block(
+                kind, x, y, weight_ptr, weight_period, pos_weight_ptr, pos_weight_period,
+                delta, b * POINTWISE_BLOCK, min(n, (b + 1) * POINTWISE_BLOCK),
+                scale, elems_scale_ptr, loss_ptr, grad_ptr)
+    return sum_in_order(block_sums, n_blocks)

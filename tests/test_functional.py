@@ -980,3 +980,122 @@ def test_against_torch(dtype):
                                            grad_output=0.5, **kwargs)
             np.testing.assert_allclose(loss, tloss, **tol)
             np.testing.assert_allclose(grad, tgrad, **tol)
+
+
+# --------------------------------------------------------------------------------------------
+# the fast path: canonical calls skip functional's general path and give the same bits
+# --------------------------------------------------------------------------------------------
+
+
+def _fast_calls(dtype):
+    """(name, args, kwargs) of calls the fast path takes: kernel-layout arrays, plain options."""
+    rng = np.random.default_rng(90)
+    x = rng.standard_normal((37, 10)).astype(dtype)
+    t = rng.integers(0, 10, 37)
+    t[::7] = 3
+    y = rng.uniform(0, 1, (4, 5, 6)).astype(dtype)
+    x3 = rng.standard_normal((4, 5, 6)).astype(dtype)
+    calls = []
+    for reduction in REDUCTIONS:
+        calls += [
+            ("cross_entropy", (x, t), dict(reduction=reduction)),
+            ("cross_entropy", (x, t), dict(reduction=reduction, ignore_index=3,
+                                           label_smoothing=0.25)),
+            ("cross_entropy", (rng.standard_normal((9, 1000)).astype(dtype),
+                               rng.integers(0, 1000, 9)), dict(reduction=reduction)),
+            ("mse_loss", (x3, y), dict(reduction=reduction)),
+            ("huber_loss", (x3, y), dict(reduction=reduction, delta=0.5)),
+            ("binary_cross_entropy_with_logits", (x3, y), dict(reduction=reduction)),
+            ("mse_loss", (np.asarray(x3[0, 0, 0]), np.asarray(y[0, 0, 0])),
+             dict(reduction=reduction)),  # 0-d
+        ]
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_takes_canonical_calls(simd_path, dtype, monkeypatch):
+    from fastloss import functional
+
+    def general_path(*args, **kwargs):
+        raise AssertionError("a canonical call reached the general path")
+
+    monkeypatch.setattr(functional, "_float_input", general_path)
+    for name, args, kwargs in _fast_calls(dtype):
+        getattr(fl, name)(*args, **kwargs)
+        getattr(fl, name + "_with_grad")(*args, **kwargs)
+        out = np.empty_like(args[0])
+        assert getattr(fl, name + "_with_grad")(*args, out=out, **kwargs)[1] is out
+        in_place = args[0].copy()
+        getattr(fl, name + "_with_grad")(in_place, *args[1:], out=in_place, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_matches_general_path(simd_path, dtype):
+    """n_threads=1 (same kernels, same single thread) declines the fast path."""
+    for name, args, kwargs in _fast_calls(dtype):
+        for suffix in ("", "_with_grad"):
+            fn = getattr(fl, name + suffix)
+            fast, general = fn(*args, **kwargs), fn(*args, n_threads=1, **kwargs)
+            if suffix:
+                (fast, fast_grad), (general, general_grad) = fast, general
+                assert fast_grad.dtype == dtype and fast_grad.shape == args[0].shape
+                np.testing.assert_array_equal(fast_grad, general_grad)
+                assert fast_grad.tobytes() == general_grad.tobytes()
+            assert type(fast) is type(general) and fast.dtype == general.dtype == dtype
+            assert np.shape(fast) == np.shape(general)
+            assert np.asarray(fast).tobytes() == np.asarray(general).tobytes(), (name, kwargs)
+
+
+class _Subclass(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_declines_what_needs_converting(simd_path, dtype, monkeypatch):
+    """Every way an argument can need the general path is sent there (and still works)."""
+    from fastloss import functional
+
+    general_calls = []
+    real_float_input = functional._float_input
+
+    def counting(value):
+        general_calls.append(1)
+        return real_float_input(value)
+
+    monkeypatch.setattr(functional, "_float_input", counting)
+    rng = np.random.default_rng(91)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    t = rng.integers(0, 4, 6)
+    y = rng.uniform(0, 1, (6, 4)).astype(dtype)
+    other = np.float32 if dtype == np.float64 else np.float64
+    ce = fl.cross_entropy_with_grad
+    declined = [
+        lambda: ce(x.tolist(), t),                                  # not an ndarray
+        lambda: ce(np.asfortranarray(x), t),                        # not C-contiguous
+        lambda: ce(x.astype(x.dtype.newbyteorder()), t),            # other byte order
+        lambda: ce(x, t.astype(np.int32)),                          # other index dtype
+        lambda: ce(x, t[::-1]),                                     # strided target
+        lambda: ce(x, t, weight=np.ones(4, dtype)),                 # class weights
+        lambda: ce(x, y),                                           # probability targets
+        lambda: ce(x[0], t[0]),                                     # unbatched
+        lambda: ce(x.reshape(6, 4, 1), t.reshape(6, 1)),            # K-dim
+        lambda: ce(x, t, label_smoothing=1),                        # an int option
+        lambda: ce(x, t, ignore_index=np.int64(2)),                 # a NumPy integer
+        lambda: ce(x, t, grad_output=2.0),                          # grad_output
+        lambda: ce(x, t, reduction=b"mean"),                        # not a str
+        lambda: ce(x, t, out=np.empty((6, 4), other)),              # out of another dtype
+        lambda: ce(x, t, n_threads=2),                              # n_threads
+        lambda: fl.mse_loss_with_grad(x, y.astype(other)),          # target dtype
+        lambda: fl.mse_loss_with_grad(x, y.reshape(4, 6)),          # target shape
+        lambda: fl.huber_loss_with_grad(x, y, delta=1),             # an int delta
+        lambda: fl.binary_cross_entropy_with_logits_with_grad(x, y, pos_weight=np.ones(4)),
+        lambda: fl.mse_loss_with_grad(x.astype(np.float16), y),     # float16
+        lambda: fl.mse_loss_with_grad(x.view(_Subclass), y),        # a subclass
+    ]
+    for call in declined:
+        before = len(general_calls)
+        try:
+            call()
+        except (TypeError, ValueError):
+            pass  # an error is the general path's to raise
+        assert len(general_calls) == before + 1

@@ -7,7 +7,8 @@
 # array's dtype (float32 or float64; class indices int64), None where optional;
 # the entries check this and raise TypeError/ValueError naming the argument.
 from enum import IntEnum
-from typing import Final, TypeVar
+from types import NotImplementedType
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -78,3 +79,40 @@ def pointwise_loss(
     n_threads: int,
 ) -> _Float | None:
     """An elementwise loss over flat `input`/`target` (n,), fused with its gradient."""
+
+# The fast path (_fastpath.pxi): the arguments as the caller gave them to the
+# public function; (loss, gradient or None), or NotImplemented when they need
+# the general path of fastloss.functional.
+_FastResult = (
+    tuple[np.floating[Any] | npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]] | None]
+    | NotImplementedType
+)
+
+def cross_entropy_fast(
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    grad_output: Any,
+    out: Any,
+    n_threads: Any,
+    want_grad: bool,
+) -> _FastResult:
+    """cross_entropy_with_grad's (loss, gradient or None) for canonical arguments, else NotImplemented."""
+
+def pointwise_fast(
+    kind: PointwiseLoss | int,
+    input: Any,
+    target: Any,
+    weight: Any,
+    pos_weight: Any,
+    delta: Any,
+    reduction: Any,
+    grad_output: Any,
+    out: Any,
+    n_threads: Any,
+    want_grad: bool,
+) -> _FastResult:
+    """An elementwise loss's (loss, gradient or None) for canonical arguments, else NotImplemented."""

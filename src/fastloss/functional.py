@@ -58,6 +58,12 @@ _MIN_WEIGHT_ROW = 64
 
 # ------------------------------------------------------------------ validation
 
+# Each loss first offers its call, as given, to the kernels' fast path
+# (_fastpath.pxi): when the arrays already have the kernels' layout and the
+# options are plain, it runs the kernel at once; otherwise it returns
+# NotImplemented and the code below validates, converts and dispatches.
+
+
 def _reduction_code(reduction: Any) -> int:
     code = _REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
     if code is None:
@@ -190,6 +196,11 @@ def _same_memory(a: np.ndarray, b: Any) -> bool:
 
 def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
                    grad_output, out, n_threads, want_grad):
+    fast = _dispatch.kernels.cross_entropy_fast(input, target, weight, ignore_index, reduction,
+                                                label_smoothing, grad_output, out, n_threads,
+                                                want_grad)
+    if fast is not NotImplemented:
+        return fast
     logits, result_dtype = _float_input(input)
     code = _reduction_code(reduction)
     shape = logits.shape
@@ -368,6 +379,12 @@ def _elementwise_weight(value: Any, name: str, logits: np.ndarray):
 
 def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_output, out,
                n_threads, want_grad):
+    fast = _dispatch.kernels.pointwise_fast(kind, input, target, weight, pos_weight, delta,
+                                            reduction, grad_output, out, n_threads, want_grad)
+    if fast is not NotImplemented:
+        return fast
+    if kind is _HUBER:
+        delta = _huber_delta(delta)
     x, result_dtype = _float_input(input)
     dtype = x.dtype
     code = _reduction_code(reduction)
@@ -450,7 +467,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, *, n_threads=None):
     ``l = 0.5 r^2`` where ``|r| <= delta``, else ``delta * (|r| - 0.5 delta)``;
     ``delta`` must be positive. ``target`` must have input's shape.
     """
-    return _pointwise(_HUBER, input, target, None, None, _huber_delta(delta), reduction,
+    return _pointwise(_HUBER, input, target, None, None, delta, reduction,
                       None, None, n_threads, False)[0]
 
 
@@ -461,7 +478,7 @@ def huber_loss_with_grad(input, target, reduction="mean", delta=1.0, grad_output
     At ``|r| == delta`` exactly the gradient is ``delta * sign(r)``. ``g`` is
     ``grad_output``, ``D`` the element count for ``"mean"`` and 1 otherwise.
     """
-    return _pointwise(_HUBER, input, target, None, None, _huber_delta(delta), reduction,
+    return _pointwise(_HUBER, input, target, None, None, delta, reduction,
                       grad_output, out, n_threads, True)
 
 

@@ -34,6 +34,16 @@ cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
     return True
 
 
+cdef inline int thread_count(object n_threads) noexcept:
+    """The kernels' thread count for n_threads None (-1: OpenMP's setting) or a
+    positive int (capped to a C int, as the general path does); 0 for anything else."""
+    if n_threads is None:
+        return -1
+    if type(n_threads) is not int or not n_threads >= 1:
+        return 0
+    return n_threads if n_threads < 2**31 - 1 else 2**31 - 1
+
+
 cdef inline int reduction_code(object reduction) noexcept:
     """The kernels' code of a reduction name, -1 for anything else."""
     if type(reduction) is not str:
@@ -72,9 +82,9 @@ cdef inline bint out_fits(object out, cnp.ndarray input, const Span* operands,
 def cross_entropy_fast(input, target, weight, ignore_index, reduction, label_smoothing,
                        grad_output, out, n_threads, bint want_grad):
     """(loss, gradient or None) of cross_entropy_with_grad(...) for (N, C) logits
-    and (N,) int64 class indices, no class weights, a float label_smoothing, and
-    default grad_output and n_threads; otherwise NotImplemented."""
-    cdef int typenum, code
+    and (N,) int64 class indices, no class weights, a float label_smoothing, a
+    default grad_output; otherwise NotImplemented."""
+    cdef int typenum, code, threads = thread_count(n_threads)
     cdef cnp.ndarray x, t, grad = None, losses = None
     cdef cnp.npy_intp n_rows, n_classes
     cdef double smoothing, value
@@ -82,7 +92,7 @@ def cross_entropy_fast(input, target, weight, ignore_index, reduction, label_smo
     cdef void* loss_data
     cdef void* grad_data
     cdef Span target_span
-    if weight is not None or grad_output is not None or n_threads is not None:
+    if weight is not None or grad_output is not None or threads == 0:
         return NotImplemented
     if type(ignore_index) is not int or not -(2**63) <= ignore_index < 2**63:
         return NotImplemented
@@ -125,29 +135,28 @@ def cross_entropy_fast(input, target, weight, ignore_index, reduction, label_smo
             <const float*>cnp.PyArray_DATA(x), n_rows, n_classes,
             <const int64_t*>cnp.PyArray_DATA(t), <const float*>NULL, <const float*>NULL,
             ignore, smoothing, code, 1.0, <const float*>NULL, <float*>loss_data,
-            <float*>grad_data, -1)
+            <float*>grad_data, threads)
     else:
         value = cross_entropy_rows(
             <const double*>cnp.PyArray_DATA(x), n_rows, n_classes,
             <const int64_t*>cnp.PyArray_DATA(t), <const double*>NULL, <const double*>NULL,
             ignore, smoothing, code, 1.0, <const double*>NULL, <double*>loss_data,
-            <double*>grad_data, -1)
+            <double*>grad_data, threads)
     return (losses if code == REDUCTION_NONE else reduced_loss(value, typenum, code)), grad
 
 
 def pointwise_fast(PointwiseLoss kind, input, target, weight, pos_weight, delta, reduction,
                    grad_output, out, n_threads, bint want_grad):
     """(loss, gradient or None) of the elementwise loss `kind` for input and
-    target of the same shape and dtype, no weights, a positive float delta, and
-    default grad_output and n_threads; otherwise NotImplemented."""
-    cdef int typenum, code
+    target of the same shape and dtype, no weights, a positive float delta, a
+    default grad_output; otherwise NotImplemented."""
+    cdef int typenum, code, threads = thread_count(n_threads)
     cdef cnp.ndarray x, y, grad = None, losses = None
     cdef double huber_delta, value
     cdef void* loss_data
     cdef void* grad_data
     cdef Span target_span
-    if (weight is not None or pos_weight is not None or grad_output is not None
-            or n_threads is not None):
+    if weight is not None or pos_weight is not None or grad_output is not None or threads == 0:
         return NotImplemented
     if type(delta) is not float:
         return NotImplemented
@@ -179,10 +188,10 @@ def pointwise_fast(PointwiseLoss kind, input, target, weight, pos_weight, delta,
         value = pointwise_elems(
             kind, <const float*>cnp.PyArray_DATA(x), <const float*>cnp.PyArray_DATA(y),
             cnp.PyArray_SIZE(x), <const float*>NULL, 0, <const float*>NULL, 0, huber_delta,
-            code, 1.0, <const float*>NULL, <float*>loss_data, <float*>grad_data, -1)
+            code, 1.0, <const float*>NULL, <float*>loss_data, <float*>grad_data, threads)
     else:
         value = pointwise_elems(
             kind, <const double*>cnp.PyArray_DATA(x), <const double*>cnp.PyArray_DATA(y),
             cnp.PyArray_SIZE(x), <const double*>NULL, 0, <const double*>NULL, 0, huber_delta,
-            code, 1.0, <const double*>NULL, <double*>loss_data, <double*>grad_data, -1)
+            code, 1.0, <const double*>NULL, <double*>loss_data, <double*>grad_data, threads)
     return (losses if code == REDUCTION_NONE else reduced_loss(value, typenum, code)), grad

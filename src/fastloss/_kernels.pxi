@@ -313,11 +313,11 @@ cdef inline void to_columns(const floating* x, Py_ssize_t n, Py_ssize_t C, Py_ss
                             floating* e) noexcept nogil:
     """e[c * stride + r] = x[r * C + c]: n rows of C values, class by class."""
     cdef Py_ssize_t r, c
-    cdef const floating* row
-    for r in range(n):
-        row = x + r * C
-        for c in range(C):
-            e[c * stride + r] = row[c]
+    cdef floating* col
+    for c in range(C):
+        col = e + c * stride
+        for r in range(n):
+            col[r] = x[r * C + c]
 
 
 cdef inline void to_rows(const floating* e, Py_ssize_t n, Py_ssize_t C, Py_ssize_t stride,

@@ -7,10 +7,11 @@
 # array is already an aligned, C-contiguous, native-order ndarray (no subclass)
 # of the right dtype and shape, and the other arguments are of the exact types
 # the general path would turn them into, it runs the kernel at once and returns
-# the public function's result. Anything else gives NotImplemented, and
-# functional takes its general path, which converts what it can and raises the
-# errors. A fast path converts nothing and raises only what the kernel itself
-# raises (a class index out of range), with the general path's message.
+# what the general path would, (loss, gradient or None). Anything else gives
+# NotImplemented, and functional takes its general path, which converts what it
+# can and raises the errors. A fast path converts nothing and raises only what
+# the kernel itself raises (a class index out of range), with the general
+# path's message.
 
 cdef inline bint is_kernel_array(object array, int typenum, bint writeable) noexcept:
     """An exact ndarray of `typenum`, aligned, C-contiguous, native order (and

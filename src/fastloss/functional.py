@@ -155,33 +155,23 @@ def _as_result(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return array.astype(dtype)
 
 
-def _check_out(out: Any, shape: tuple, dtype: np.dtype) -> None:
-    """`out` must be a writeable, aligned C-contiguous array of input's shape and dtype."""
+def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
+    """`out` must be a writeable, aligned C-contiguous array of input's shape and dtype
+    that overlaps no operand (it may be `input` itself: the kernels allow that)."""
     if type(out) is not np.ndarray:
         raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
     if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"out: expected dtype {dtype} (input's dtype), got {out.dtype}")
+    shape = input.shape if type(input) is np.ndarray else np.shape(input)
     if out.shape != shape:
         raise ValueError(f"out: expected shape {shape} (input's shape), got {out.shape}")
     flags = out.flags
     if not (flags.c_contiguous and flags.aligned and flags.writeable):
         raise ValueError("out: expected a writeable, aligned C-contiguous array")
-
-
-def _check_no_overlap(out: np.ndarray, input: Any, handed_input: np.ndarray, operands: tuple,
-                      direct: bool) -> None:
-    """`out` overlaps none of the caller's operands and is `input` itself or does not overlap it.
-
-    `operands` holds (as the caller gave it, as handed to the kernel) pairs. When
-    `out` itself is handed to the kernel (`direct`), the kernel checks it against
-    the arrays it is handed, so only those it gets as converted copies are
-    checked here."""
-    for given, handed in operands:
-        if (given is not None and not (direct and handed is given)
-                and np.may_share_memory(out, given)):
+    for operand in operands:
+        if operand is not None and np.may_share_memory(out, operand):
             raise ValueError("out: must not overlap target, weights or grad_output")
-    if (not (direct and handed_input is input) and out is not input
-            and np.may_share_memory(out, input) and not _same_memory(out, input)):
+    if out is not input and np.may_share_memory(out, input) and not _same_memory(out, input):
         raise ValueError("out: may be input itself (in place), but must not partially overlap it")
 
 
@@ -276,16 +266,11 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
 
     grad = None
     if want_grad:
-        # The gradient goes straight into `out` when it has the rows' layout and dtype.
-        direct = False
         if out is not None:
-            _check_out(out, shape if type(input) is np.ndarray else np.shape(input), result_dtype)
-            direct = not kdim and result_dtype is dtype
-            _check_no_overlap(out, input, rows, (
-                (target, indices if probs is None else probs), (weight, class_weight),
-                (grad_output, scale_rows)), direct)
-        grad = (out if ndim == 2 else out.reshape(rows.shape)) if direct else np.empty(
-            rows.shape, dtype)
+            _check_out(out, input, result_dtype, (target, weight, grad_output))
+        # The gradient goes straight into `out` when it has the rows' layout and dtype.
+        direct = out is not None and not kdim and result_dtype is dtype
+        grad = out.reshape(rows.shape) if direct else np.empty(rows.shape, dtype)
     loss_rows = np.empty(rows.shape[0], dtype) if code == REDUCTION_NONE else None
 
     value = _dispatch.kernels.cross_entropy(
@@ -402,13 +387,10 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
     flat = x.ndim == 1
     grad = None
     if want_grad:
-        # The gradient goes straight into `out` when it has input's dtype.
-        direct = False
         if out is not None:
-            _check_out(out, x.shape, result_dtype)
-            direct = result_dtype is dtype
-            _check_no_overlap(out, input, x, (
-                (target, y), (weight, w), (pos_weight, pw), (grad_output, scale_elems)), direct)
+            _check_out(out, input, result_dtype, (target, weight, pos_weight, grad_output))
+        # The gradient goes straight into `out` when it has input's dtype.
+        direct = out is not None and result_dtype is dtype
         grad = out if direct else np.empty(x.shape, dtype)
     loss_elems = np.empty(x.size, dtype) if code == REDUCTION_NONE else None
 

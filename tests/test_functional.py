@@ -15,6 +15,7 @@ float32 there, the reference in float64).
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -852,6 +853,13 @@ def test_float16_input(simd_path):
             # and close to the exact value
             rloss = getattr(ref, name)(x.astype(np.float64), t, reduction=reduction, **kwargs)
             np.testing.assert_allclose(np.asarray(loss, np.float64), rloss, rtol=2e-3, atol=1e-4)
+    # a float16 gradient that overflows is inf, without a warning, with or without out=
+    big, small = np.full(3, 6e4, np.float16), np.full(3, -6e4, np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for out in (None, np.empty(3, np.float16)):
+            loss, grad = fl.mse_loss_with_grad(big, small, reduction="sum", out=out)
+            assert np.isposinf(loss) and np.all(np.isposinf(grad))
     # in place
     x = rng.standard_normal((5, 3)).astype(np.float16)
     y = np.array([0, 1, 2, 0, 1])

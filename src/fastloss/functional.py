@@ -155,6 +155,13 @@ def _as_result(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return array.astype(dtype)
 
 
+def _copy_result(out: np.ndarray, values: np.ndarray) -> None:
+    """Write computed values into `out` of the results' dtype, overflowing to inf
+    without a warning as _as_result does (float16)."""
+    with np.errstate(over="ignore"):
+        np.copyto(out, values, casting="unsafe")
+
+
 def _check_out(out: Any, input: Any, dtype: np.dtype, operands: tuple) -> None:
     """`out` must be a writeable, aligned C-contiguous array of input's shape and dtype
     that overlaps no operand (it may be `input` itself: the kernels allow that)."""
@@ -289,7 +296,7 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
         grad = grad.reshape(shape)
     if out is not None:
         if not direct:
-            np.copyto(out, grad, casting="unsafe")
+            _copy_result(out, grad)
         return loss, out
     if kdim or result_dtype is not dtype:
         grad = np.ascontiguousarray(_as_result(grad, result_dtype))
@@ -407,7 +414,7 @@ def _pointwise(kind, input, target, weight, pos_weight, delta, reduction, grad_o
         return loss, None
     if out is not None:
         if grad is not out:
-            np.copyto(out, grad, casting="unsafe")
+            _copy_result(out, grad)
         return loss, out
     return loss, grad if result_dtype is dtype else _as_result(grad, result_dtype)
 

@@ -100,6 +100,18 @@ def invert(observed: np.ndarray, a: np.ndarray, dtype, model, width=6):
     return exact, cands
 
 
+def best_log1p_candidate(candidates, loss, dtype):
+    """Of invert's (e, exp error) candidates, the one that best explains `loss` as
+    log1p(e): (worse of the two ulp errors, exp error, log1p error, e)."""
+    best = None
+    for e, exp_err in candidates:
+        log_err = ulp_err(loss, mp.log1p(mp.mpf(float(e))), dtype)
+        score = max(exp_err, log_err)
+        if best is None or score < best[0]:
+            best = (score, exp_err, log_err, e)
+    return best
+
+
 def sigmoid_model(dtype):
     one = dtype(1)
     return lambda e: e * (one / (one + e))
@@ -182,13 +194,7 @@ def test_exp_nonpos_and_log1p_unit_bulk(simd_path, dtype):
             bad.append(f"a={ai!r}: gradient {grad[i]!r} matches no e within 6 ulp of "
                        f"exp(-a) = {mp.nstr(exact_e[i], 20)} (exp_nonpos far off)")
             continue
-        best = None
-        for e, exp_err in cands[i]:
-            log_err = ulp_err(loss[i], mp.log1p(mp.mpf(float(e))), dtype)
-            score = max(exp_err, log_err)
-            if best is None or score < best[0]:
-                best = (score, exp_err, log_err, e)
-        score, exp_err, log_err, e = best
+        score, exp_err, log_err, e = best_log1p_candidate(cands[i], loss[i], dtype)
         worst_exp, worst_log = max(worst_exp, exp_err), max(worst_log, log_err)
         if exp_err > BOUND_ULP or log_err > BOUND_ULP:
             bad.append(f"a={ai!r}: e={e!r} ({exp_err:.3f} ulp from exp(-a)), "
@@ -236,13 +242,7 @@ def test_log1p_nonneg_via_cross_entropy(simd_path):
         if not cands[i]:
             bad.append(f"a={ai!r}: gradient {grad_idx[i, 1]!r} matches no e near exp(-a)")
             continue
-        best = None
-        for e, exp_err in cands[i]:
-            l1 = ulp_err(loss_idx[i], mp.log1p(mp.mpf(float(e))), dtype)
-            score = max(exp_err, l1)
-            if best is None or score < best[0]:
-                best = (score, exp_err, l1, e)
-        score, exp_err, l1, e = best
+        score, exp_err, l1, e = best_log1p_candidate(cands[i], loss_idx[i], dtype)
         if score > BOUND_ULP:
             bad.append(f"a={ai!r}: e={e!r} ({exp_err:.3f} ulp), log1p_nonneg(e) -> "
                        f"{loss_idx[i]!r} ({l1:.3f} ulp)")

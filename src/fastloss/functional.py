@@ -222,12 +222,10 @@ def _cross_entropy(input, target, weight, ignore_index, reduction, label_smoothi
     if not -(2**63) <= ignore < 2**63:
         raise ValueError(f"ignore_index: expected a 64-bit integer, got {ignore}")
 
-    index_shape = (shape[0],) if ndim == 2 else shape[:1] + shape[2:] if ndim > 1 else ()
+    index_shape = shape[:1] + shape[2:] if ndim > 1 else ()
     tgt = target if type(target) is np.ndarray else np.asarray(target)
     indices = probs = None
-    if tgt.dtype is _I64 and ndim == 2 and tgt.shape == index_shape:
-        indices = _kernel_array(tgt)
-    elif tgt.dtype.kind in "iu":
+    if tgt.dtype.kind in "iu":
         if tgt.shape != index_shape:
             raise ValueError(f"target: expected class indices of shape {index_shape} for input "
                              f"of shape {shape}, got shape {tgt.shape}")

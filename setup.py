@@ -5,6 +5,9 @@ for the target CPU family and fastloss._dispatch imports the widest one the
 running CPU supports, so a portable wheel is as fast as a native build:
   x86_64: _kernels_baseline (SSE2), _kernels_avx2 (AVX2+FMA), _kernels_avx512
   others: _kernels_baseline only (NEON is the baseline on arm64)
+fastloss._cpu, the CPU check that decides which variant may be imported, is
+always compiled with the baseline flags (it runs before anything else knows
+what the CPU has).
 
 Environment switches:
   FASTLOSS_DEBUG=1         Cython bounds/wraparound/initialisation checks back on
@@ -30,7 +33,10 @@ DEBUG = os.environ.get("FASTLOSS_DEBUG", "0") == "1"
 OPENMP = os.environ.get("FASTLOSS_OPENMP", "auto")
 
 # Flags of each instruction-set variant, per compiler family. Never
-# -march=native: what ships must run on every CPU of its platform tag.
+# -march=native: what ships must run on every CPU of its platform tag. Every
+# instruction set a variant's flags enable must be in that path's entry of
+# PATH_FEATURES in _cpu.pyx (tests/test_config.py checks it), or the variant
+# could be imported on a CPU that lacks one.
 SIMD_FLAGS = {
     "unix": {
         "baseline": [],
@@ -78,6 +84,11 @@ class BuildExt(build_ext):
         family = "msvc" if self.compiler.compiler_type == "msvc" else "unix"
         omp_compile, omp_link = self._openmp_flags(family)
         for ext in self.extensions:
+            if ext.name == CPU_MODULE:
+                # No SIMD flags (and no OpenMP, which it does not need): it must
+                # run on every CPU of the platform, to tell what this one has.
+                ext.extra_compile_args = list(BASE_FLAGS[family])
+                continue
             variant = ext.name.rsplit("_", 1)[-1]
             ext.extra_compile_args = BASE_FLAGS[family] + SIMD_FLAGS[family][variant] + omp_compile
             ext.extra_link_args = omp_link
@@ -91,6 +102,7 @@ class BuildExt(build_ext):
             "compiler": _compiler_version(self.compiler),
             "compiler_command": " ".join(getattr(self.compiler, "compiler_so", None) or []),
             "env_cflags": os.environ.get("CFLAGS", ""),
+            # Keyed by variant; fastloss._cpu's flags under "cpu".
             "compile_flags": {ext.name.rsplit("_", 1)[-1]: ext.extra_compile_args
                               for ext in self.extensions},
             "link_flags": omp_link,
@@ -172,7 +184,8 @@ directives = {
 NUMPY_MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),
                 ("NPY_TARGET_VERSION", "NPY_1_25_API_VERSION")]
 
-extensions = [
+CPU_MODULE = "fastloss._cpu"
+extensions = [Extension(CPU_MODULE, ["src/fastloss/_cpu.pyx"])] + [
     Extension(f"fastloss._kernels_{variant}", [f"src/fastloss/_kernels_{variant}.pyx"],
               include_dirs=[numpy.get_include()], define_macros=NUMPY_MACROS)
     for variant in target_variants()

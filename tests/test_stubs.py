@@ -1,8 +1,9 @@
 """The typing stubs of the compiled kernels match the modules actually built.
 
-Runs ``mypy.stubtest`` against each kernel module of this build the CPU can
-import, so a change to a ``def`` in ``_kernels.pxi`` that is not mirrored in
-``_kernels_baseline.pyi`` fails here. Skips when mypy is not installed.
+Runs ``mypy.stubtest`` against ``fastloss._cpu`` and each kernel module of this
+build the CPU can run, so a change to a ``def`` in ``_kernels.pxi`` (or
+``_cpu.pyx``) that is not mirrored in ``_kernels_baseline.pyi`` (``_cpu.pyi``)
+fails here. Skips when mypy is not installed.
 """
 
 import importlib.util
@@ -23,6 +24,7 @@ PACKAGE_DIR = Path(fastloss.__file__).resolve().parent
 
 def test_stub_files_ship_with_the_package():
     assert (PACKAGE_DIR / "py.typed").is_file()
+    assert (PACKAGE_DIR / "_cpu.pyi").is_file()
     for path in _dispatch.SIMD_PATHS:
         assert (PACKAGE_DIR / f"_kernels_{path}.pyi").is_file(), path
 
@@ -35,11 +37,11 @@ def _installed_dirs():
 
 @pytest.fixture(scope="session")
 def stubtest_report(tmp_path_factory):
-    """One stubtest run over every kernel module this machine can import (mypy
+    """One stubtest run over _cpu and every kernel module this CPU runs (mypy
     re-reads numpy's stubs on each run, so one run, not one per module)."""
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed")
-    modules = [f"fastloss._kernels_{path}" for path in _dispatch.available_paths()]
+    modules = ["fastloss._cpu"] + [f"fastloss._kernels_{path}" for path in _dispatch.available_paths()]
     workdir = tmp_path_factory.mktemp("stubtest")
     config = workdir / "mypy.ini"  # so that no user or project mypy config applies
     config.write_text("[mypy]\n")
@@ -59,17 +61,20 @@ def stubtest_report(tmp_path_factory):
     return result
 
 
-@pytest.mark.parametrize("path", _dispatch.SIMD_PATHS)
+@pytest.mark.parametrize("path", ("cpu",) + _dispatch.SIMD_PATHS)
 def test_stubtest(path, stubtest_report):
-    if path not in _dispatch.available_paths():
+    if path == "cpu":
+        module = "fastloss._cpu"
+    elif path in _dispatch.available_paths():
+        module = f"fastloss._kernels_{path}"
+    else:
         pytest.skip(f"the {path} kernels are not built here or this CPU cannot run them")
-    module = f"fastloss._kernels_{path}"
     output = stubtest_report.stdout + stubtest_report.stderr
     errors = [line for line in output.splitlines()
               if line.startswith("error:") and (f"{module}." in line or f"{module} " in line)]
     assert not errors, f"stubtest {module}:\n{output}"
     if stubtest_report.returncode != 0:  # failed without naming a module (e.g. a stub syntax error)
-        assert any(line.startswith("error: fastloss._kernels_") for line in output.splitlines()), \
+        assert any(line.startswith("error: fastloss.") for line in output.splitlines()), \
             f"stubtest failed:\n{output}"
 
 

@@ -4,6 +4,8 @@ The build half (compiler, flags, OpenMP flags) is what setup.py recorded in
 ``fastloss/_build_info.py`` when it compiled the kernels; the runtime half
 (OpenMP compiled in, thread count, CPU features, SIMD path) is asked of the
 compiled modules themselves, so it is true even for a build made some other way.
+Only modules this CPU runs are asked: the variants it cannot run are located,
+never imported (see fastloss._dispatch).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import _dispatch
+from . import _cpu, _dispatch
+# Baseline code, safe on every CPU: the OpenMP facts are the same in every variant.
+from . import _kernels_baseline
 from ._version import __version__
 
 __all__ = ["get_config", "show_config", "main"]
@@ -35,8 +39,7 @@ def get_config() -> dict[str, Any]:
     """The configuration show_config() prints, as a JSON-serialisable dict."""
     build = _build_info()
     kernels = _dispatch.kernels
-    baseline = _dispatch._kernels_baseline
-    compiled = [path for path in _dispatch.SIMD_PATHS if _compiled(path)]
+    baseline = _kernels_baseline
     openmp = bool(baseline.built_with_openmp())
     return {
         "fastloss": {"version": __version__, "location": os.path.dirname(__file__)},
@@ -65,21 +68,14 @@ def get_config() -> dict[str, Any]:
         "simd": {
             "in_use": kernels.SIMD_PATH,
             "available": _dispatch.available_paths(),
-            "compiled": compiled,
-            "cpu_supports": {k: bool(v) for k, v in baseline.cpu_features().items()},
+            # Never imported to find out: a variant's own initialisation may use its
+            # instruction set, fatal on a CPU without it.
+            "compiled": _dispatch.compiled_paths(),
+            "cpu_supports": _cpu.simd_support(),
+            "cpu_features": _cpu.cpu_features(),
             "FASTLOSS_SIMD": os.environ.get("FASTLOSS_SIMD"),
         },
     }
-
-
-def _compiled(path: str) -> bool:
-    import importlib
-
-    try:
-        importlib.import_module(f"fastloss._kernels_{path}")
-    except ImportError:
-        return False
-    return True
 
 
 def _free_threaded() -> bool:

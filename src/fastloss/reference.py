@@ -38,6 +38,10 @@ __all__ = [
     "mse_loss_with_grad",
     "huber_loss",
     "huber_loss_with_grad",
+    "l1_loss",
+    "l1_loss_with_grad",
+    "smooth_l1_loss",
+    "smooth_l1_loss_with_grad",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -299,25 +303,41 @@ def binary_cross_entropy_with_logits(
 # --------------------------------------------------------------------------------------------
 
 
-def mse_loss_with_grad(input, target, reduction="mean", grad_output=None):
-    """Squared error and its gradient:  l = (x - y)^2,  dl/dx = 2 (x - y).
+def _elementwise_weight(weight, shape):
+    """float64 element weights of ``shape`` (all ones for None).
 
-    ``target`` has input's shape; ``"mean"`` averages over all elements.
+    torch 2.13's weighted ``mse_loss`` / ``l1_loss`` / ``huber_loss`` require ``weight.size() ==
+    input.size()`` (a ValueError otherwise, the API's job); broadcasting here is only a convenience.
+    """
+    if weight is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(weight, dtype=np.float64), shape)
+
+
+def mse_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=None):
+    """Squared error and its gradient:  l = w (x - y)^2,  dl/dx = 2 w (x - y).
+
+    ``target`` has input's shape; so has ``weight`` (w, default 1).  ``"mean"`` is
+    ``sum(w l) / sum(w)`` as torch 2.13 computes it with a weight (the plain mean over all elements
+    without one); ``sum(w) == 0`` is a zero denominator: NaN mean and an all-zero gradient (torch:
+    NaN gradient).
     """
     _check_reduction(reduction)
     x_in = np.asarray(input)
     dtype = x_in.dtype
     r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
-    per_elem = r**2
-    dper_elem = 2.0 * r
+    w = _elementwise_weight(weight, r.shape)
+    per_elem = w * r**2
+    dper_elem = w * 2.0 * r
 
-    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    denominator = per_elem.size if weight is None else np.sum(w)
+    loss, g = _reduce(per_elem, reduction, denominator, grad_output)
     return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
 
 
-def mse_loss(input, target, reduction="mean"):
-    """Mean squared error:  l = (x - y)^2, reduced by ``reduction``."""
-    return mse_loss_with_grad(input, target, reduction, grad_output=None)[0]
+def mse_loss(input, target, reduction="mean", weight=None):
+    """Mean squared error:  l = w (x - y)^2, reduced by ``reduction`` ("mean": sum(w l)/sum(w))."""
+    return mse_loss_with_grad(input, target, reduction, weight, grad_output=None)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,31 +345,104 @@ def mse_loss(input, target, reduction="mean"):
 # --------------------------------------------------------------------------------------------
 
 
-def huber_loss_with_grad(input, target, reduction="mean", delta=1.0, grad_output=None):
-    """Huber loss and its gradient, with r = x - y:
+def huber_loss_with_grad(
+    input, target, reduction="mean", delta=1.0, weight=None, grad_output=None
+):
+    """Huber loss and its gradient, with r = x - y and element weights w (default 1):
 
-        l = 0.5 r^2                    if |r| <= delta
-            delta (|r| - 0.5 delta)    otherwise        (both are 0.5 delta^2 at |r| == delta)
+        l = w 0.5 r^2                    if |r| <= delta
+            w delta (|r| - 0.5 delta)    otherwise        (both are 0.5 delta^2 at |r| == delta)
 
-        dl/dx = r                      if |r| <= delta
-                delta sign(r)          otherwise        = clip(r, -delta, delta)
+        dl/dx = w r                      if |r| <= delta
+                w delta sign(r)          otherwise        = w clip(r, -delta, delta)
 
-    ``target`` has input's shape; ``"mean"`` averages over all elements.
+    ``target`` and ``weight`` have input's shape.  ``"mean"`` averages over all elements, with a
+    weight too: torch 2.13's weighted Huber is ``mean(w l)``, *not* ``sum(w l) / sum(w)`` as its
+    weighted MSE and L1 are.
     """
     _check_reduction(reduction)
     x_in = np.asarray(input)
     dtype = x_in.dtype
     delta = float(delta)
     r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    w = _elementwise_weight(weight, r.shape)
     quadratic = np.abs(r) <= delta
     with np.errstate(over="ignore"):  # r**2 of a huge r in the unused branch
-        per_elem = np.where(quadratic, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
-    dper_elem = np.where(quadratic, r, delta * np.sign(r))  # == np.clip(r, -delta, delta)
+        per_elem = w * np.where(quadratic, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
+    dper_elem = w * np.where(quadratic, r, delta * np.sign(r))  # == w * np.clip(r, -delta, delta)
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
     return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
-    """Huber loss:  0.5 r^2 if |r| <= delta else delta (|r| - 0.5 delta),  r = x - y."""
-    return huber_loss_with_grad(input, target, reduction, delta, grad_output=None)[0]
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """Huber loss:  w (0.5 r^2 if |r| <= delta else delta (|r| - 0.5 delta)),  r = x - y."""
+    return huber_loss_with_grad(input, target, reduction, delta, weight, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# L1 and smooth L1
+# --------------------------------------------------------------------------------------------
+
+
+def l1_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=None):
+    """Absolute error and its gradient, with r = x - y and element weights w (default 1):
+
+        l = w |r|,    dl/dx = w sign(r)
+
+    ``sign(0) = 0``: at r == 0 the gradient is 0, torch's subgradient (``abs`` backward is
+    ``sgn``).  ``target`` and ``weight`` have input's shape; ``"mean"`` is ``sum(w l) / sum(w)``
+    with a weight (torch 2.13), the plain mean without; ``sum(w) == 0`` is a zero denominator:
+    NaN mean, all-zero gradient (torch: NaN gradient).
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    w = _elementwise_weight(weight, r.shape)
+    per_elem = w * np.abs(r)
+    dper_elem = w * np.sign(r)
+
+    denominator = per_elem.size if weight is None else np.sum(w)
+    loss, g = _reduce(per_elem, reduction, denominator, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def l1_loss(input, target, reduction="mean", weight=None):
+    """L1 loss:  l = w |x - y|, reduced by ``reduction`` ("mean": sum(w l)/sum(w))."""
+    return l1_loss_with_grad(input, target, reduction, weight, grad_output=None)[0]
+
+
+def smooth_l1_loss_with_grad(input, target, reduction="mean", beta=1.0, grad_output=None):
+    """Smooth L1 loss and its gradient, with r = x - y:
+
+        l = 0.5 r^2 / beta         if |r| < beta
+            |r| - 0.5 beta         otherwise         (both are 0.5 beta at |r| == beta)
+
+        dl/dx = r / beta           if |r| < beta
+                sign(r)            otherwise         (both are sign(r) at |r| == beta)
+
+    The strict ``<`` is torch's; the two branches agree at ``|r| == beta`` in value and slope, so
+    the kink is harmless.  ``beta == 0`` is exactly :func:`l1_loss` (torch dispatches to it; the
+    quadratic branch would divide by 0 and is empty anyway), with ``sign(0) = 0``.  ``beta < 0``
+    is rejected by the API.  ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    beta = float(beta)
+    if beta == 0.0:  # torch calls l1_loss: no division by beta
+        return l1_loss_with_grad(input, target, reduction, grad_output=grad_output)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    quadratic = np.abs(r) < beta
+    with np.errstate(over="ignore"):  # r**2 of a huge r in the unused branch
+        per_elem = np.where(quadratic, 0.5 * r**2 / beta, np.abs(r) - 0.5 * beta)
+    dper_elem = np.where(quadratic, r / beta, np.sign(r))
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """Smooth L1:  0.5 r^2 / beta if |r| < beta else |r| - 0.5 beta,  r = x - y (beta=0: L1)."""
+    return smooth_l1_loss_with_grad(input, target, reduction, beta, grad_output=None)[0]

@@ -20,6 +20,7 @@ from test_reference_vs_torch import (  # noqa: E402,F401  (re-exported)
     check,
     grad_output_for,
     grad_output_kinds,
+    make_ce,
     torch_loss_grad,
 )
 

@@ -24,6 +24,7 @@ from _torch_oracle import (  # noqa: E402
     check,
     check_fd,
     grad_output_for,
+    make_ce,
     torch_loss_grad,
     torch_loss_grads,
 )
@@ -174,3 +175,374 @@ def test_elementwise_fd(name):
     r = np.abs(x - y)
     assert np.all(np.abs(r - 0.7) > 1e-3)  # away from the beta / delta kink
     check_fd(fn, x, y, grad_output=go, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# nll_loss
+# --------------------------------------------------------------------------------------------
+
+NLL_SHAPES = {"2d": (7, 5), "unbatched": (5,), "kdim": (2, 5, 3, 2)}
+
+
+def _log_probs(shape_kind, target_kind, dtype):
+    x, y, ii = make_ce(shape_kind, target_kind, np.float64)
+    axis = 0 if shape_kind == "unbatched" else 1
+    logp = x - np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
+    return logp.astype(dtype), y, ii
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, use_weight, target_kind, shape_kind, go_kind",
+    cases(DTYPES, REDUCTIONS, [False, True], ["ignore_default", "ignore_class"],
+          list(NLL_SHAPES)),
+)
+def test_nll(dtype, reduction, use_weight, target_kind, shape_kind, go_kind):
+    rng = np.random.default_rng(20)
+    x, y, ii = _log_probs(shape_kind, target_kind, dtype)
+    w = rng.uniform(0.2, 2.0, 5).astype(dtype) if use_weight else None
+    loss_shape = y.shape
+    go = grad_output_for(go_kind, loss_shape, dtype, rng)
+    ours = ref.nll_loss_with_grad(x, y, w, ii, reduction, grad_output=go)
+    theirs = torch_loss_grad(F.nll_loss, x, y, weight=w, ignore_index=ii, reduction=reduction,
+                             grad_output=go)
+    check(ours, theirs, x, reduction, loss_shape)
+    np.testing.assert_array_equal(ref.nll_loss(x, y, w, ii, reduction), ours[0])
+    # nll of log_softmax is cross-entropy (same reference family)
+    ce = ref.cross_entropy_with_grad(x, y, w, ii, reduction, grad_output=go)
+    np.testing.assert_allclose(ours[0], ce[0], **TOL[dtype])
+
+
+@pytest.mark.parametrize("tdtype", [np.int8, np.uint8, np.int16, np.int32, np.uint64])
+def test_nll_integer_target_dtypes(tdtype):
+    x, y, _ = _log_probs("2d", "ignore_class", np.float64)
+    a = ref.nll_loss_with_grad(x, y.astype(np.int64), ignore_index=2)
+    b = ref.nll_loss_with_grad(x, y.astype(tdtype), ignore_index=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape_kind", list(NLL_SHAPES))
+def test_nll_all_ignored_and_zero_weight(reduction, shape_kind):
+    x, y, _ = _log_probs(shape_kind, "ignore_default", np.float64)
+    y3 = np.full_like(y, 3)
+    ours = ref.nll_loss_with_grad(x, y3, ignore_index=3, reduction=reduction)
+    check(ours, torch_loss_grad(F.nll_loss, x, y3, ignore_index=3, reduction=reduction), x,
+          reduction, y.shape)
+    assert np.all(ours[1] == 0)
+    # the kept targets' weights sum to 0: torch NaN mean and NaN gradient; we NaN and zeros
+    w = np.array([1.0, 1.0, 1.0, 0.0, 1.0])
+    loss, grad = ref.nll_loss_with_grad(x, y3, w, reduction=reduction)
+    if reduction == "mean":
+        assert np.isnan(loss) and np.all(grad == 0)
+        assert np.isnan(torch_loss_grad(F.nll_loss, x, y3, weight=w)[0])
+    else:
+        check((loss, grad), torch_loss_grad(F.nll_loss, x, y3, weight=w, reduction=reduction),
+              x, reduction, y.shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nll_empty(dtype, reduction):
+    x, y = np.zeros((0, 5), dtype), np.zeros(0, np.int64)
+    ours = ref.nll_loss_with_grad(x, y, reduction=reduction)
+    check(ours, torch_loss_grad(F.nll_loss, x, y, reduction=reduction), x, reduction, (0,))
+    assert np.isnan(ours[0]) if reduction == "mean" else np.all(ours[0] == 0)
+
+
+def test_nll_neg_inf_and_ignored_nan():
+    x = np.array([[-np.inf, 0.0, -1.0], [np.nan, np.nan, np.nan], [-np.inf, -1.0, -2.0]])
+    y = np.array([1, -100, 0])
+    w = np.array([0.0, 1.0, 1.0])
+    # -inf at a non-target class: finite; ignored NaN row: 0; zero weight at a -inf target: 0
+    # (torch: 0 * -inf = NaN there -- the cross-entropy convention, deliberately)
+    loss, grad = ref.nll_loss_with_grad(x, y, w, reduction="none")
+    np.testing.assert_array_equal(loss, [-0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(grad, [[0, -1, 0], [0, 0, 0], [0, 0, 0]])
+    tl, tg = torch_loss_grad(F.nll_loss, x[:2], y[:2], weight=w, reduction="none")
+    np.testing.assert_array_equal(loss[:2], tl)
+    np.testing.assert_array_equal(grad[:2], tg)
+
+
+def test_nll_fd():
+    x, y, _ = _log_probs("kdim", "ignore_default", np.float64)
+    w = np.linspace(0.5, 1.5, 5)
+    go = np.random.default_rng(21).uniform(-2, 2, y.shape)
+    check_fd(ref.nll_loss_with_grad, x, y, w, grad_output=go)
+
+
+# --------------------------------------------------------------------------------------------
+# binary_cross_entropy (probabilities)
+# --------------------------------------------------------------------------------------------
+
+BCE_W = {"none": None, "full": (6, 4), "per_class": (4,), "per_row": (6, 1), "scalar": ()}
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, w_kind, go_kind", cases(DTYPES, REDUCTIONS, list(BCE_W))
+)
+def test_bce_probabilities(dtype, reduction, w_kind, go_kind):
+    rng = np.random.default_rng(22)
+    x = rng.uniform(0.01, 0.99, (6, 4)).astype(dtype)
+    x[0] = [0.0, 1.0, 0.0, 1.0]  # logs clamped at -100; gradient via the 1e-12 clamp
+    x[1, :2] = [1e-30 if dtype == np.float64 else 1e-20, 1.0 - 2.0**-20]
+    y = rng.uniform(0, 1, (6, 4)).astype(dtype)
+    y[0] = [0.0, 1.0, 1.0, 0.0]
+    y[1, :2] = [1.0, 0.0]
+    w = None if BCE_W[w_kind] is None else rng.uniform(0.1, 2.0, BCE_W[w_kind]).astype(dtype)
+    go = grad_output_for(go_kind, x.shape, dtype, rng)
+    ours = ref.binary_cross_entropy_with_grad(x, y, w, reduction, grad_output=go)
+    theirs = torch_loss_grad(F.binary_cross_entropy, x, y, weight=w, reduction=reduction,
+                             grad_output=go)
+    check(ours, theirs, x, reduction, x.shape)
+    np.testing.assert_array_equal(ref.binary_cross_entropy(x, y, w, reduction), ours[0])
+
+
+def test_bce_probabilities_hand_values():
+    x = np.array([0.0, 0.0, 1.0, 1.0, 0.5])
+    y = np.array([0.0, 1.0, 0.0, 1.0, 0.25])
+    loss, grad = ref.binary_cross_entropy_with_grad(x, y, reduction="none")
+    np.testing.assert_array_equal(loss, [0.0, 100.0, 100.0, 0.0, np.log(2.0)])
+    eps = float(np.float32(1e-12))  # torch's EPSILON is a C++ float even for doubles
+    np.testing.assert_array_equal(grad, [0.0, -1 / eps, 1 / eps, 0.0, 0.25 / 0.25])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_probabilities_empty(dtype, reduction):
+    x = np.zeros((0, 3), dtype)
+    check(ref.binary_cross_entropy_with_grad(x, x.copy(), reduction=reduction),
+          torch_loss_grad(F.binary_cross_entropy, x, x.copy(), reduction=reduction),
+          x, reduction, x.shape)
+
+
+def test_bce_probabilities_fd():
+    rng = np.random.default_rng(23)
+    x = rng.uniform(0.05, 0.95, (3, 4))
+    y = rng.uniform(0, 1, (3, 4))
+    check_fd(ref.binary_cross_entropy_with_grad, x, y, rng.uniform(0.1, 2, 4),
+             grad_output=rng.uniform(-2, 2, x.shape), h=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# multi_margin_loss
+# --------------------------------------------------------------------------------------------
+
+
+def _mm_inputs(unbatched, dtype, margin, rng):
+    """Integer-valued scores so that margin - x_y + x_j == 0 (the kink) occurs exactly."""
+    x = rng.integers(-3, 4, size=(6, 5)).astype(dtype) * np.asarray(margin, dtype)
+    y = rng.integers(0, 5, size=6)
+    x[0, :] = np.array([1, 0, -1, 2, 3], dtype) * np.asarray(margin, dtype)
+    y[0] = 0  # z_0j = margin - margin + x_0j = x_0j: exactly 0 at j = 1
+    if unbatched:
+        return x[0], np.array(y[0])
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, p, margin, use_weight, unbatched, go_kind",
+    cases(DTYPES, REDUCTIONS, [1, 2], [1.0, 0.5, -0.5], [False, True], [False, True]),
+)
+def test_multi_margin(dtype, reduction, p, margin, use_weight, unbatched, go_kind):
+    rng = np.random.default_rng(24)
+    x, y = _mm_inputs(unbatched, dtype, margin, rng)
+    z = margin - np.take_along_axis(np.atleast_2d(x), np.atleast_1d(y)[:, None], 1) + x
+    assert np.any((z == 0) & (np.arange(5) != np.atleast_1d(y)[:, None]))  # kinks present
+    w = rng.uniform(0.2, 2.0, 5).astype(dtype) if use_weight else None
+    go = grad_output_for(go_kind, y.shape, dtype, rng)
+    ours = ref.multi_margin_loss_with_grad(x, y, p, margin, w, reduction, grad_output=go)
+    theirs = torch_loss_grad(F.multi_margin_loss, x, y, p=p, margin=margin, weight=w,
+                             reduction=reduction, grad_output=go)
+    check(ours, theirs, x, reduction, y.shape)
+    np.testing.assert_array_equal(ref.multi_margin_loss(x, y, p, margin, w, reduction), ours[0])
+
+
+def test_multi_margin_unbatched_1d_target():
+    # torch also takes (C,) input with a (1,) target: "none" then has shape (1,)
+    x, y = np.array([1.0, 0.0, -1.0]), np.array([1])
+    check(ref.multi_margin_loss_with_grad(x, y, reduction="none"),
+          torch_loss_grad(F.multi_margin_loss, x, y, reduction="none"), x, "none", (1,))
+
+
+def test_multi_margin_kink_hand_values():
+    # row 0: z = 1 - 1 + (0, -1) -> exactly the kink at j = 1: loss 0, gradient 0 (torch)
+    x = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.5]])
+    y = np.array([0, 1])
+    for p in (1, 2):
+        loss, grad = ref.multi_margin_loss_with_grad(x, y, p=p, reduction="none")
+        np.testing.assert_array_equal(grad[0], 0.0)
+        np.testing.assert_allclose(loss, [0.0, 0.5**p / 3], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_multi_margin_empty(dtype):
+    # torch returns an uninitialised number for an empty batch; the spec: NaN mean, 0 sum
+    x, y = np.zeros((0, 3), dtype), np.zeros(0, np.int64)
+    loss, grad = ref.multi_margin_loss_with_grad(x, y)
+    assert np.isnan(loss) and isinstance(loss, dtype) and grad.shape == (0, 3)
+    loss, grad = ref.multi_margin_loss_with_grad(x, y, reduction="sum")
+    assert loss == 0 and isinstance(loss, dtype)
+    loss, grad = ref.multi_margin_loss_with_grad(x, y, reduction="none")
+    assert loss.shape == (0,) and loss.dtype == dtype
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_fd(p):
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((4, 5))
+    y = rng.integers(0, 5, 4)
+    z = 0.7 - x[np.arange(4), y][:, None] + x
+    assert np.all(np.abs(z) > 1e-3)  # away from the kinks
+    check_fd(ref.multi_margin_loss_with_grad, x, y, p, 0.7, np.linspace(0.5, 1.5, 5),
+             grad_output=rng.uniform(-2, 2, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# multilabel_soft_margin_loss
+# --------------------------------------------------------------------------------------------
+
+MLSM_SHAPES = [(6, 4), (4,), (2, 3, 4)]
+MLSM_W = {"none": None, "per_class": (4,), "full": "full"}
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, shape, w_kind, go_kind", cases(DTYPES, REDUCTIONS, MLSM_SHAPES, list(MLSM_W))
+)
+def test_multilabel_soft_margin(dtype, reduction, shape, w_kind, go_kind):
+    rng = np.random.default_rng(26)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x.reshape(-1)[:3] = [30.0, -30.0, 0.0]
+    y = rng.integers(0, 2, shape).astype(dtype)
+    wshape = MLSM_W[w_kind]
+    w = None if wshape is None else rng.uniform(0.1, 2, shape if wshape == "full" else wshape)
+    w = None if w is None else w.astype(dtype)
+    loss_shape = shape[:-1]
+    go = grad_output_for(go_kind, loss_shape, dtype, rng)
+    ours = ref.multilabel_soft_margin_loss_with_grad(x, y, w, reduction, grad_output=go)
+    theirs = torch_loss_grad(F.multilabel_soft_margin_loss, x, y, weight=w, reduction=reduction,
+                             grad_output=go)
+    check(ours, theirs, x, reduction, loss_shape)
+    np.testing.assert_array_equal(
+        ref.multilabel_soft_margin_loss(x, y, w, reduction), ours[0])
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e4), (np.float64, 1e30)])
+def test_multilabel_soft_margin_extreme(dtype, big):
+    x = np.array([[big, -big, big, -big]], dtype)
+    y = np.array([[1.0, 0.0, 0.0, 1.0]], dtype)
+    loss, grad = ref.multilabel_soft_margin_loss_with_grad(x, y, reduction="none")
+    np.testing.assert_allclose(loss, [2 * np.float64(big) / 4], rtol=1e-7)
+    np.testing.assert_array_equal(grad, np.array([[0, 0, 0.25, -0.25]], dtype))
+    check((loss, grad), torch_loss_grad(F.multilabel_soft_margin_loss, x, y, reduction="none"),
+          x, "none", (1,))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_multilabel_soft_margin_empty(reduction):
+    x = np.zeros((0, 3))
+    ours = ref.multilabel_soft_margin_loss_with_grad(x, x.copy(), reduction=reduction)
+    check(ours, torch_loss_grad(F.multilabel_soft_margin_loss, x, x.copy(), reduction=reduction),
+          x, reduction, (0,))
+
+
+def test_multilabel_soft_margin_fd():
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((3, 4)) * 2
+    y = rng.uniform(0, 1, (3, 4))
+    check_fd(ref.multilabel_soft_margin_loss_with_grad, x, y, rng.uniform(0.1, 2, 4),
+             grad_output=rng.uniform(-2, 2, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# soft_margin_loss and hinge_loss
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, reduction, shape, go_kind", cases(DTYPES, REDUCTIONS, SHAPES))
+def test_soft_margin(dtype, reduction, shape, go_kind):
+    rng = np.random.default_rng(28)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x.reshape(-1)[:2] = [50.0, -50.0]  # large but where torch is still finite
+    y = rng.choice([-1.0, 1.0], shape).astype(dtype)
+    go = grad_output_for(go_kind, shape, dtype, rng)
+    ours = ref.soft_margin_loss_with_grad(x, y, reduction, grad_output=go)
+    theirs = torch_loss_grad(F.soft_margin_loss, x, y, reduction=reduction, grad_output=go)
+    check(ours, theirs, x, reduction, shape)
+    np.testing.assert_array_equal(ref.soft_margin_loss(x, y, reduction), ours[0])
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 100.0), (np.float32, 1e4),
+                                        (np.float64, 800.0), (np.float64, 1e30)])
+def test_soft_margin_beyond_torch_overflow(dtype, big):
+    # torch: log1p(exp(800)) = inf, gradient NaN.  We: the finite value, via mpmath.
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    x = np.array([-big, big, -1.0], dtype)
+    y = np.array([1.0, -1.0, 1.0], dtype)
+    loss, grad = ref.soft_margin_loss_with_grad(x, y, reduction="none")
+    want = [float(mpmath.log1p(mpmath.exp(-mpmath.mpf(float(a)) * float(b)))) for a, b in zip(x, y)]
+    want_g = [float(-b / (1 + mpmath.exp(mpmath.mpf(float(a)) * float(b)))) for a, b in zip(x, y)]
+    np.testing.assert_allclose(loss, want, rtol=1e-7 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-7 if dtype == np.float32 else 1e-15)
+    tl, tg = torch_loss_grad(F.soft_margin_loss, x, y, reduction="none")
+    assert np.isinf(tl[0]) and np.isnan(tg[0])  # torch overflows; still agrees on the rest
+    np.testing.assert_allclose(loss[2], tl[2], **TOL[dtype])
+
+
+def _hinge_torch(x, y, margin=1.0, squared=False, reduction="mean"):
+    h = torch.relu(margin - y * x)
+    loss = h * h if squared else h
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, margin, squared, go_kind",
+    cases(DTYPES, REDUCTIONS, [1.0, 0.5, 0.0], [False, True]),
+)
+def test_hinge(dtype, reduction, margin, squared, go_kind):
+    rng = np.random.default_rng(29)
+    x = (rng.integers(-8, 9, (3, 4)) / 4.0).astype(dtype)
+    y = rng.choice([-1.0, 1.0], (3, 4)).astype(dtype)
+    x[0, :2] = [margin, -margin]  # kinks: y x == margin
+    y[0, :2] = [1.0, -1.0]
+    go = grad_output_for(go_kind, x.shape, dtype, rng)
+    ours = ref.hinge_loss_with_grad(x, y, margin, squared, reduction, grad_output=go)
+    theirs = torch_loss_grad(_hinge_torch, x, y, margin=margin, squared=squared,
+                             reduction=reduction, grad_output=go)
+    check(ours, theirs, x, reduction, x.shape)
+    assert np.all(ours[1][0, :2] == 0)  # subgradient 0 at the kink, as relu's
+    np.testing.assert_array_equal(ref.hinge_loss(x, y, margin, squared, reduction), ours[0])
+
+
+def test_hinge_hand_values():
+    # sklearn/optax/Keras: mean(max(0, 1 - y x)); squared: mean(max(0, 1 - y x)^2)
+    x = np.array([2.0, 0.5, -0.5, 1.0])
+    y = np.array([1.0, 1.0, 1.0, -1.0])
+    assert ref.hinge_loss(x, y) == (0 + 0.5 + 1.5 + 2.0) / 4
+    assert ref.hinge_loss(x, y, squared=True) == (0 + 0.25 + 2.25 + 4.0) / 4
+    _, g = ref.hinge_loss_with_grad(x, y, reduction="sum")
+    np.testing.assert_array_equal(g, [0.0, -1.0, -1.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", ["soft_margin", "hinge"])
+def test_margin_empty(dtype, reduction, name):
+    x = np.zeros((0, 3), dtype)
+    fn, tfn = {"soft_margin": (ref.soft_margin_loss_with_grad, F.soft_margin_loss),
+               "hinge": (ref.hinge_loss_with_grad, _hinge_torch)}[name]
+    check(fn(x, x.copy(), reduction=reduction),
+          torch_loss_grad(tfn, x, x.copy(), reduction=reduction), x, reduction, x.shape)
+
+
+@pytest.mark.parametrize("name", ["soft_margin", "hinge", "squared_hinge"])
+def test_margin_fd(name):
+    rng = np.random.default_rng(30)
+    x = rng.standard_normal((3, 4)) * 2
+    y = rng.choice([-1.0, 1.0], (3, 4))
+    x[np.abs(1 - y * x) < 0.05] += 0.2  # away from the hinge kink
+    fn, kw = {"soft_margin": (ref.soft_margin_loss_with_grad, {}),
+              "hinge": (ref.hinge_loss_with_grad, {}),
+              "squared_hinge": (ref.hinge_loss_with_grad, {"squared": True})}[name]
+    check_fd(fn, x, y, grad_output=rng.uniform(-2, 2, x.shape), **kw)

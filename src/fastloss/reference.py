@@ -42,6 +42,18 @@ __all__ = [
     "l1_loss_with_grad",
     "smooth_l1_loss",
     "smooth_l1_loss_with_grad",
+    "nll_loss",
+    "nll_loss_with_grad",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_grad",
+    "multi_margin_loss",
+    "multi_margin_loss_with_grad",
+    "multilabel_soft_margin_loss",
+    "multilabel_soft_margin_loss_with_grad",
+    "soft_margin_loss",
+    "soft_margin_loss_with_grad",
+    "hinge_loss",
+    "hinge_loss_with_grad",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -446,3 +458,299 @@ def smooth_l1_loss_with_grad(input, target, reduction="mean", beta=1.0, grad_out
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """Smooth L1:  0.5 r^2 / beta if |r| < beta else |r| - 0.5 beta,  r = x - y (beta=0: L1)."""
     return smooth_l1_loss_with_grad(input, target, reduction, beta, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Negative log-likelihood
+# --------------------------------------------------------------------------------------------
+
+
+def nll_loss_with_grad(
+    input, target, weight=None, ignore_index=-100, reduction="mean", grad_output=None
+):
+    """Negative log-likelihood of log-probabilities and its gradient with respect to them.
+
+    Shapes as :func:`cross_entropy_with_grad` with class-index targets: input ``(N, C)`` with
+    target ``(N,)``; unbatched ``(C,)`` with a 0-d target; ``(N, C, d1..dk)`` with target
+    ``(N, d1..dk)``, exactly the flattened ``(N*d1*..*dk, C)`` computation.  Any integer target
+    dtype.  With class weights ``w`` (default all ones):
+
+        l_i = -w[y_i] x_{i, y_i}                      (0 for rows with y_i == ignore_index)
+        dl_i/dx_ij = -w[y_i] [j == y_i]               (0 for ignored rows)
+
+    ``ignore_index`` may be any integer, also a valid class (whose rows are then ignored).
+    ``"mean"`` divides by ``sum_{i kept} w[y_i]``; when that is 0 (all ignored, or zero weights)
+    the mean is NaN and the gradient all zeros (torch: NaN at the target entries for zero
+    weights).  ``"none"`` has the target's shape.  Convention (as in cross-entropy): a kept row
+    with ``w[y_i] == 0`` contributes exactly 0 even where ``x_{i, y_i} = -inf`` (torch: 0 * -inf
+    = NaN).  An ignored row contributes exactly 0 whatever its inputs hold.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    t_in = np.asarray(target)
+    dtype = x_in.dtype
+
+    x = _to_rows(x_in.astype(np.float64))  # (M, C)
+    M, C = x.shape
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    y = t_in.reshape(-1).astype(np.int64)
+    valid = y != ignore_index
+    y_safe = np.where(valid, y, 0)  # any in-range index; ignored rows are zeroed below
+    w_y = np.where(valid, w[y_safe], 0.0)
+    x_y = x[np.arange(M), y_safe]
+    with np.errstate(invalid="ignore"):
+        per_row = np.where(w_y == 0.0, 0.0, -w_y * x_y)  # 0 * -inf := 0; ignored rows: 0
+    denominator = np.sum(w_y)
+
+    loss, g = _reduce(per_row.reshape(t_in.shape), reduction, denominator, grad_output)
+    grad_rows = np.zeros((M, C))
+    # ignored rows stay exactly 0 whatever grad_output holds (NaN * 0 would leak in)
+    grad_rows[np.arange(M), y_safe] = np.where(valid, -w_y * g.reshape(-1), 0.0)
+    grad = _from_rows(grad_rows, x_in.shape)
+    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood:  l_i = -w[y_i] x_{i, y_i}  (``torch.nn.functional.nll_loss``).
+
+    Ignored rows give 0; ``"mean"`` divides by the summed weights of the kept rows.  See
+    :func:`nll_loss_with_grad`.
+    """
+    return nll_loss_with_grad(input, target, weight, ignore_index, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Binary cross-entropy on probabilities
+# --------------------------------------------------------------------------------------------
+
+_BCE_LOG_MIN = -100.0  # torch clamps each log at -100 so that p = 0 or 1 gives a finite loss
+# torch's binary_cross_entropy_backward clamps x (1 - x) from below at EPSILON = 1e-12, a C++
+# float constant even for double inputs: float32(1e-12) = 9.99999996e-13, so x = 0, y = 1 gives
+# -1.000000004e12 in float64.  We use the same number.
+_BCE_GRAD_EPS = float(np.float32(1e-12))
+
+
+def binary_cross_entropy_with_grad(
+    input, target, weight=None, reduction="mean", grad_output=None
+):
+    """Binary cross-entropy of probabilities and its gradient (torch 2.13 semantics):
+
+        l = -w [y max(log x, -100) + (1 - y) max(log1p(-x), -100)]
+        dl/dx = w (x - y) / max(x (1 - x), eps),   eps = float32(1e-12) = 9.99999996e-13
+
+    Both are torch's exact formulas (its backward's 1e-12 is a C++ float, even for doubles).  The clamp of the logs at -100 makes ``x = 0`` or ``1``
+    finite (loss 100 for a wrong certain answer).  The gradient is *not* the derivative of the
+    clamped loss: torch's backward ignores the -100 clamp and clamps the denominator instead
+    (so ``x = 0, y = 1`` gives -1/eps ~ -1e12, not 0); we match it.  ``target`` has input's shape; ``weight``
+    broadcasts against it (torch expands it to the target's shape).  ``"mean"`` is the plain mean
+    over all elements.  Inputs outside [0, 1] are the API's job (torch raises).
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+
+    with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
+        log_x = np.maximum(np.log(x), _BCE_LOG_MIN)
+        log_1mx = np.maximum(np.log1p(-x), _BCE_LOG_MIN)
+    per_elem = -w * (y * log_x + (1.0 - y) * log_1mx)
+    dper_elem = w * (x - y) / np.maximum(x * (1.0 - x), _BCE_GRAD_EPS)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross-entropy of probabilities, each log clamped at -100 as in torch:
+
+        l = -w [y max(log x, -100) + (1 - y) max(log1p(-x), -100)]
+
+    See :func:`binary_cross_entropy_with_grad`.
+    """
+    return binary_cross_entropy_with_grad(input, target, weight, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-class margin (multi_margin_loss)
+# --------------------------------------------------------------------------------------------
+
+
+def multi_margin_loss_with_grad(
+    input, target, p=1, margin=1.0, weight=None, reduction="mean", grad_output=None
+):
+    """Multi-class hinge loss (``torch.nn.functional.multi_margin_loss``) and its gradient.
+
+    Input ``(N, C)`` with target ``(N,)``, or unbatched ``(C,)`` with a 0-d target (torch also
+    takes a ``(1,)`` target there; ``"none"`` has the target's shape).  torch accepts no other
+    shapes (no K-dim form).  With ``z_ij = margin - x_{i, y_i} + x_ij`` and class weights ``w``:
+
+        l_i = w[y_i] / C  sum_{j != y_i} max(0, z_ij)^p           p in {1, 2}
+
+        dl_i/dx_ij     =  w[y_i] / C  h_ij          (j != y_i)
+        dl_i/dx_{i,y_i} = -sum_{j != y_i} dl_i/dx_ij
+        h_ij = [z_ij > 0] (p = 1),  2 max(0, z_ij) (p = 2)
+
+    At the kink ``z_ij == 0`` the (sub)gradient is 0, as torch (its kernel tests ``z > 0``).
+    ``"mean"`` divides by N; an empty batch gives NaN ("sum" 0) -- torch returns an
+    uninitialised value there.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    t_in = np.asarray(target)
+    dtype = x_in.dtype
+    x = np.atleast_2d(x_in.astype(np.float64))  # (N, C)
+    N, C = x.shape
+    y = t_in.reshape(-1).astype(np.int64)
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+
+    rows = np.arange(N)
+    other = np.arange(C)[np.newaxis, :] != y[:, np.newaxis]  # j != y_i
+    z = margin - x[rows, y][:, np.newaxis] + x
+    hinge = np.where(other, np.maximum(z, 0.0), 0.0)
+    scale = (w[y] / C)[:, np.newaxis]
+    per_row = np.sum(scale * (hinge if p == 1 else hinge**2), axis=1)
+    d_other = scale * (np.where(hinge > 0.0, 1.0, 0.0) if p == 1 else 2.0 * hinge)
+    d_rows = d_other.copy()
+    d_rows[rows, y] = -np.sum(d_other, axis=1)  # d_other is 0 at j == y_i
+
+    loss, g = _reduce(per_row.reshape(t_in.shape), reduction, N, grad_output)
+    grad = (g.reshape(-1)[:, np.newaxis] * d_rows).reshape(x_in.shape)
+    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """Multi-class hinge loss:  l_i = w[y_i]/C sum_{j != y_i} max(0, margin - x_iy + x_ij)^p.
+
+    See :func:`multi_margin_loss_with_grad`.
+    """
+    return multi_margin_loss_with_grad(
+        input, target, p, margin, weight, reduction, grad_output=None
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-label soft margin
+# --------------------------------------------------------------------------------------------
+
+
+def _bce_logits_terms(x, y):
+    """Per-element -[y log sigmoid(x) + (1 - y) log sigmoid(-x)] and its slope sigmoid(x) - y.
+
+    Evaluated as in :func:`binary_cross_entropy_with_logits_with_grad` (pos_weight 1):
+    ``A |x| + log1p(exp(-|x|))`` with ``A = (1 - y) if x >= 0 else y``, ``A |x|`` := 0 when
+    ``A == 0`` (so infinite logits give the finite limit where there is one); the slope as
+    ``(1 - y) sigmoid(x) - y sigmoid(-x)`` which keeps its relative accuracy when tiny.
+    """
+    A = np.where(x >= 0, 1.0 - y, y)
+    abs_x = np.abs(x)
+    with np.errstate(invalid="ignore"):
+        A_abs_x = np.where(A == 0.0, 0.0, A * abs_x)  # 0 * inf := 0
+        value = A_abs_x + np.log1p(np.exp(-abs_x))
+    slope = (1.0 - y) * _sigmoid(x) - y * _sigmoid(-x)
+    return value, slope
+
+
+def multilabel_soft_margin_loss_with_grad(
+    input, target, weight=None, reduction="mean", grad_output=None
+):
+    """Multi-label soft margin loss (torch semantics) and its gradient.
+
+    The class axis is the *last* one (torch: ``class_dim = input.dim() - 1``), so ``(N, C)``,
+    ``(C,)`` and any ``(..., C)`` work; ``"none"`` gives ``input.shape[:-1]`` (a 0-d array for
+    ``(C,)``).  With per-class weights ``w`` broadcasting against input:
+
+        l_i = 1/C sum_c w_c [-(y_ic log sigmoid(x_ic) + (1 - y_ic) log sigmoid(-x_ic))]
+        dl_i/dx_ic = w_c (sigmoid(x_ic) - y_ic) / C
+
+    computed from the logits without overflow (log-sigmoid via ``log1p(exp(-|x|))``).
+    ``"mean"`` averages over the samples ``input.shape[:-1]``; none of them: NaN.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+    C = x.shape[-1]
+
+    value, slope = _bce_logits_terms(x, y)
+    per_sample = np.sum(w * value, axis=-1) / C
+    loss, g = _reduce(per_sample, reduction, per_sample.size, grad_output)
+    grad = g[..., np.newaxis] * w * slope / C
+    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+    """l_i = mean_c w_c BCEWithLogits(x_ic, y_ic) over the last axis; see the ``_with_grad``."""
+    return multilabel_soft_margin_loss_with_grad(
+        input, target, weight, reduction, grad_output=None
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Soft margin and hinge
+# --------------------------------------------------------------------------------------------
+
+
+def soft_margin_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Soft margin (logistic) loss and its gradient, with z = y x:
+
+        l = log(1 + exp(-z)) = max(-z, 0) + log1p(exp(-|z|))
+        dl/dx = -y sigmoid(-z)          (torch: y (sigmoid(z) - 1))
+
+    The stable form is finite for every finite z: **deliberate deviation from torch**, which
+    evaluates ``log1p(exp(-z))`` literally and overflows to inf (gradient NaN) once
+    ``-z > ~88.7`` (float32) / ``~709.8`` (float64).  Targets are usually +-1 but are not
+    checked (torch does not either).  ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    z = y * x
+    per_elem = np.maximum(-z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+    dper_elem = -y * _sigmoid(-z)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def soft_margin_loss(input, target, reduction="mean"):
+    """Soft margin loss:  l = log(1 + exp(-y x)), finite for any finite y x."""
+    return soft_margin_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+def hinge_loss_with_grad(
+    input, target, margin=1.0, squared=False, reduction="mean", grad_output=None
+):
+    """Binary hinge loss (optax ``hinge_loss``, Keras ``Hinge`` / ``SquaredHinge``, sklearn
+    ``hinge_loss``; no torch twin) and its gradient, with z = margin - y x, y in {-1, +1}:
+
+        l = max(0, z)               dl/dx = -y [z > 0]
+        l = max(0, z)^2 (squared)   dl/dx = -2 y max(0, z)
+
+    At the kink ``z == 0`` the subgradient is 0 (as ``relu``'s in torch/JAX).  Keras converts
+    {0, 1} targets to +-1 and averages over the last axis; we take +-1 targets as given and
+    ``"none"`` is per element.  ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    h = np.maximum(margin - y * x, 0.0)
+    if squared:
+        per_elem, dper_elem = h**2, -2.0 * y * h
+    else:
+        per_elem, dper_elem = h, np.where(h > 0.0, -y, 0.0)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+
+
+def hinge_loss(input, target, margin=1.0, squared=False, reduction="mean"):
+    """Hinge loss:  max(0, margin - y x)  (its square if ``squared``), y in {-1, +1}."""
+    return hinge_loss_with_grad(input, target, margin, squared, reduction, grad_output=None)[0]

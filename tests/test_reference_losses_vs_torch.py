@@ -546,3 +546,430 @@ def test_margin_fd(name):
               "hinge": (ref.hinge_loss_with_grad, {}),
               "squared_hinge": (ref.hinge_loss_with_grad, {"squared": True})}[name]
     check_fd(fn, x, y, grad_output=rng.uniform(-2, 2, x.shape), **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# sigmoid_focal_loss (torchvision's formula, written with torch ops)
+# --------------------------------------------------------------------------------------------
+
+
+def _focal_torchvision(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    """torchvision.ops.sigmoid_focal_loss (torchvision/ops/focal_loss.py), transcribed."""
+    p = torch.sigmoid(inputs)
+    ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, alpha, gamma, soft, go_kind",
+    cases(DTYPES, REDUCTIONS, [0.25, 0.5, -1.0], [0.0, 0.5, 1.0, 2.0], [False, True]),
+)
+def test_sigmoid_focal(dtype, reduction, alpha, gamma, soft, go_kind):
+    rng = np.random.default_rng(40)
+    x = (rng.standard_normal((2, 3, 4)) * 3).astype(dtype)
+    x.reshape(-1)[:2] = [12.0, -12.0]
+    y = (rng.uniform(0, 1, x.shape) if soft else rng.integers(0, 2, x.shape)).astype(dtype)
+    go = grad_output_for(go_kind, x.shape, dtype, rng)
+    ours = ref.sigmoid_focal_loss_with_grad(x, y, alpha, gamma, reduction, grad_output=go)
+    theirs = torch_loss_grad(_focal_torchvision, x, y, alpha=alpha, gamma=gamma,
+                             reduction=reduction, grad_output=go)
+    check(ours, theirs, x, reduction, x.shape)
+    np.testing.assert_array_equal(ref.sigmoid_focal_loss(x, y, alpha, gamma, reduction), ours[0])
+
+
+def test_sigmoid_focal_default_reduction_is_none():
+    x, y = np.array([0.5, -1.0]), np.array([1.0, 0.0])
+    assert ref.sigmoid_focal_loss(x, y).shape == (2,)
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e4), (np.float64, 1e30)])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_focal_extreme_logits(dtype, big, gamma):
+    # hand values: x = +big, y = 0: ce = big, q = 1 -> l = (1 - alpha) big, grad (1 - alpha);
+    # x = -big, y = 1 likewise with alpha; confident right answers: 0, 0; soft y = 0.5:
+    # a_t = 1/2, q = 1/2, ce = big/2, s - y = 1/2 and (1 - 2y) = 0
+    alpha = 0.25
+    x = np.array([big, -big, big, -big, big], dtype)
+    y = np.array([0.0, 1.0, 1.0, 0.0, 0.5], dtype)
+    loss, grad = ref.sigmoid_focal_loss_with_grad(x, y, alpha, gamma)
+    b = np.float64(dtype(big))
+    want = [(1 - alpha) * b, alpha * b, 0.0, 0.0, 0.5 * 0.5**gamma * 0.5 * b]
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    np.testing.assert_allclose(grad, [1 - alpha, -alpha, 0, 0, 0.5 * 0.5**gamma * 0.5], rtol=1e-6)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+
+
+def test_sigmoid_focal_mpmath():
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 60
+    x = np.array([-40.0, -3.0, 0.0, 2.5, 40.0])
+    y = np.array([1.0, 0.0, 1.0, 0.3, 0.0])
+    alpha, gamma = 0.25, 1.5
+
+    def f(xi, yi):
+        s = 1 / (1 + mpmath.exp(-xi))
+        ce = -(yi * mpmath.log(s) + (1 - yi) * mpmath.log(1 - s))
+        q = yi * (1 - s) + (1 - yi) * s
+        return (alpha * yi + (1 - alpha) * (1 - yi)) * q**gamma * ce
+
+    loss, grad = ref.sigmoid_focal_loss_with_grad(x, y, alpha, gamma)
+    for i in range(len(x)):
+        xi, yi = mpmath.mpf(x[i]), mpmath.mpf(y[i])
+        np.testing.assert_allclose(loss[i], float(f(xi, yi)), rtol=1e-13)
+        np.testing.assert_allclose(grad[i], float(mpmath.diff(lambda t: f(t, yi), xi)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_focal_fd(gamma):
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((3, 4)) * 2
+    y = rng.uniform(0, 1, (3, 4))
+    check_fd(ref.sigmoid_focal_loss_with_grad, x, y, 0.25, gamma,
+             grad_output=rng.uniform(-2, 2, x.shape))
+
+
+# --------------------------------------------------------------------------------------------
+# kl_div
+# --------------------------------------------------------------------------------------------
+
+KL_REDUCTIONS = ["none", "batchmean", "sum", "mean"]
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, log_target, shape, go_kind",
+    cases(DTYPES, KL_REDUCTIONS, [False, True], [(4, 5), (5,), (2, 3, 4), ()]),
+)
+def test_kl_div(dtype, reduction, log_target, shape, go_kind):
+    rng = np.random.default_rng(42)
+    x = np.asarray(np.log(rng.uniform(0.01, 1, shape))).astype(dtype)
+    t = np.asarray(rng.uniform(0, 1, shape))
+    if t.ndim and not log_target:
+        # a zero-probability target contributes 0 (xlogy); with log_target, log 0 = -inf gives
+        # NaN in torch (0 * -inf) and 0 here: test_kl_div_zero_target_neg_inf_input
+        t.reshape(-1)[:1] = 0.0
+    t = (np.log(t) if log_target else t).astype(dtype)
+    go = grad_output_for(go_kind, shape, dtype, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "mean" warns, checked below
+        ours = ref.kl_div_with_grad(x, t, reduction, log_target, grad_output=go)
+        theirs = torch_loss_grad(F.kl_div, x, t, reduction=reduction, log_target=log_target,
+                                 grad_output=go)
+        fwd = ref.kl_div(x, t, reduction, log_target)
+    check(ours, theirs, x, reduction, shape)
+    np.testing.assert_array_equal(fwd, ours[0])
+
+
+def test_kl_div_mean_warns_as_torch():
+    x, t = np.log(np.array([[0.2, 0.8]])), np.array([[0.5, 0.5]])
+    for fn in (ref.kl_div, ref.kl_div_with_grad):
+        with pytest.warns(UserWarning, match="batchmean"):
+            fn(x, t)
+    with pytest.warns(UserWarning, match="batchmean"):
+        F.kl_div(torch.from_numpy(x), torch.from_numpy(t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for red in ("none", "sum", "batchmean"):
+            ref.kl_div(x, t, red)
+            ref.kl_div_with_grad(x, t, red)
+
+
+def test_kl_div_batchmean_hand_values():
+    x = np.log(np.array([[0.25, 0.75], [0.5, 0.5], [0.9, 0.1]]))
+    t = np.array([[0.5, 0.5], [0.0, 1.0], [0.9, 0.1]])
+    kl = [0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75), np.log(2.0), 0.0]
+    np.testing.assert_allclose(ref.kl_div(x, t, "batchmean"), sum(kl) / 3, rtol=1e-14)
+    # 0-d input: batchmean is the sum (torch divides only when input.dim() != 0)
+    np.testing.assert_allclose(ref.kl_div(np.array(-1.0), np.array(0.5), "batchmean"),
+                               0.5 * (np.log(0.5) + 1.0), rtol=1e-15)
+
+
+def test_kl_div_zero_target_neg_inf_input():
+    # t = 0 (or log t = -inf) with x = -inf: torch NaN (0 * -inf); we the limit 0
+    x = np.array([-np.inf, -1.0, -np.inf])
+    loss, grad = ref.kl_div_with_grad(x, np.array([0.0, 0.0, 0.5]), "none")
+    np.testing.assert_array_equal(loss, [0.0, 0.0, np.inf])
+    np.testing.assert_array_equal(grad, [0.0, 0.0, -0.5])
+    loss, grad = ref.kl_div_with_grad(x, np.array([-np.inf, -np.inf, 0.0]), "none", True)
+    np.testing.assert_array_equal(loss, [0.0, 0.0, np.inf])
+    tl, _ = torch_loss_grad(F.kl_div, x, np.array([0.0, 0.0, 0.5]), reduction="none")
+    assert np.isnan(tl[0]) and tl[1] == 0
+    # a negative target gives NaN, as torch's xlogy
+    assert np.isnan(ref.kl_div(np.array([-1.0]), np.array([-0.5]), "none")[0])
+
+
+@pytest.mark.parametrize("reduction", ["none", "batchmean", "sum"])
+def test_kl_div_empty(reduction):
+    x = np.zeros((0, 3))
+    ours = ref.kl_div_with_grad(x, x.copy(), reduction)
+    check(ours, torch_loss_grad(F.kl_div, x, x.copy(), reduction=reduction), x, reduction,
+          x.shape)
+    if reduction == "batchmean":
+        assert np.isnan(ours[0])
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div_fd(log_target):
+    rng = np.random.default_rng(43)
+    x = np.log(rng.uniform(0.05, 1, (3, 4)))
+    t = rng.uniform(0.05, 1, (3, 4))
+    check_fd(ref.kl_div_with_grad, x, np.log(t) if log_target else t, log_target=log_target,
+             grad_output=rng.uniform(-2, 2, x.shape))
+
+
+# --------------------------------------------------------------------------------------------
+# msle_loss and log_cosh_loss (no torch twin: the formula in torch ops + autograd, hand values)
+# --------------------------------------------------------------------------------------------
+
+
+def _msle_torch(x, y, reduction="mean"):
+    eps = 1e-7
+    xc = torch.where(x >= eps, x, torch.full_like(x, eps))  # gradient to x at the tie
+    d = torch.log1p(xc) - torch.log1p(torch.clamp(y, min=eps))
+    loss = d * d
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def _log_cosh_torch(x, y, reduction="mean"):
+    loss = torch.log(torch.cosh(x - y))
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, shape, name, go_kind", cases(DTYPES, REDUCTIONS, SHAPES, ["msle", "log_cosh"])
+)
+def test_msle_log_cosh(dtype, reduction, shape, name, go_kind):
+    rng = np.random.default_rng(44)
+    fn, tfn = {"msle": (ref.msle_loss_with_grad, _msle_torch),
+               "log_cosh": (ref.log_cosh_loss_with_grad, _log_cosh_torch)}[name]
+    if name == "msle":
+        x = rng.uniform(-2, 5, shape).astype(dtype)  # negatives: clamped, gradient 0
+        y = rng.uniform(-1, 5, shape).astype(dtype)
+        x.reshape(-1)[:2] = [1e-7, 0.0]
+    else:
+        x, y = _pair(shape, dtype, rng)
+        x[np.abs(x - y) < 1e-2] += 0.5  # away from the cancellation at tiny |d|
+    go = grad_output_for(go_kind, shape, dtype, rng)
+    ours = fn(x, y, reduction, grad_output=go)
+    theirs = torch_loss_grad(tfn, x, y, reduction=reduction, grad_output=go)
+    check(ours, theirs, x, reduction, shape)
+    fwd = {"msle": ref.msle_loss, "log_cosh": ref.log_cosh_loss}[name](x, y, reduction)
+    np.testing.assert_array_equal(fwd, ours[0])
+    if name == "msle":
+        assert np.all(ours[1][x < 1e-7] == 0)
+
+
+def test_msle_hand_values():
+    # Keras: mean(square(log(max(p, eps) + 1) - log(max(t, eps) + 1)), axis=-1)
+    x = np.array([[np.e - 1, -5.0], [0.0, 3.0]])
+    y = np.array([[0.0, 1.0], [0.0, 3.0]])
+    loss, grad = ref.msle_loss_with_grad(x, y, "none")
+    l01 = (np.log1p(1e-7) - np.log(2.0)) ** 2
+    np.testing.assert_allclose(loss, [[(1 - np.log1p(1e-7)) ** 2, l01], [0.0, 0.0]], rtol=1e-14)
+    np.testing.assert_allclose(grad[0, 0], 2 * (1 - np.log1p(1e-7)) / np.e, rtol=1e-14)
+    assert grad[0, 1] == 0 and grad[1, 0] == 0  # x = 0 < 1e-7 is clamped
+    # Keras' per-sample means, averaged, equal our "mean" for rows of equal length
+    np.testing.assert_allclose(ref.msle_loss(x, y), np.mean(loss.mean(axis=-1)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e4), (np.float64, 1e30), (np.float64, 800.0)])
+def test_log_cosh_no_overflow(dtype, big):
+    # log(cosh(d)) overflows in torch for |d| > ~89 (f32) / ~710 (f64); the value is |d| - log 2
+    x = np.array([big, -big, 0.0, 1.0], dtype)
+    loss, grad = ref.log_cosh_loss_with_grad(x, np.zeros(4, dtype), "none")
+    b = np.float64(dtype(big))
+    np.testing.assert_allclose(loss, [b - np.log(2), b - np.log(2), 0.0, np.log(np.cosh(1.0))],
+                               rtol=1e-7 if dtype == np.float32 else 1e-15)
+    np.testing.assert_array_equal(grad, np.array([1.0, -1.0, 0.0, np.tanh(1.0)], dtype))
+
+
+def test_log_cosh_small_residual_absolute_accuracy():
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    d = np.array([1e-9, 1e-5, 1e-3, 0.3])
+    loss = ref.log_cosh_loss(d, np.zeros(4), "none")
+    want = [float(mpmath.log(mpmath.cosh(mpmath.mpf(v)))) for v in d]
+    np.testing.assert_allclose(loss, want, rtol=0, atol=3e-16)  # documented: absolute accuracy
+
+
+@pytest.mark.parametrize("name", ["msle", "log_cosh"])
+def test_msle_log_cosh_fd(name):
+    rng = np.random.default_rng(45)
+    x = rng.uniform(0.1, 4, (3, 4))
+    y = rng.uniform(0, 4, (3, 4))
+    fn = {"msle": ref.msle_loss_with_grad, "log_cosh": ref.log_cosh_loss_with_grad}[name]
+    check_fd(fn, x, y, grad_output=rng.uniform(-2, 2, x.shape))
+
+
+# --------------------------------------------------------------------------------------------
+# poisson_nll_loss
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, log_input, full, eps, go_kind",
+    cases(DTYPES, REDUCTIONS, [True, False], [False, True], [1e-8, 0.5]),
+)
+def test_poisson_nll(dtype, reduction, log_input, full, eps, go_kind):
+    rng = np.random.default_rng(46)
+    x = (rng.standard_normal((3, 4)) if log_input else rng.uniform(0, 4, (3, 4))).astype(dtype)
+    y = rng.integers(0, 6, (3, 4)).astype(dtype)
+    y[0] = [0.0, 1.0, 1.5, 0.5]  # the Stirling term only where y > 1
+    go = grad_output_for(go_kind, x.shape, dtype, rng)
+    ours = ref.poisson_nll_loss_with_grad(x, y, log_input, full, eps, reduction, grad_output=go)
+    theirs = torch_loss_grad(F.poisson_nll_loss, x, y, log_input=log_input, full=full, eps=eps,
+                             reduction=reduction, grad_output=go)
+    check(ours, theirs, x, reduction, x.shape)
+    np.testing.assert_array_equal(
+        ref.poisson_nll_loss(x, y, log_input, full, eps, reduction), ours[0])
+
+
+def test_poisson_nll_stirling_hand_values():
+    x = np.zeros(4)
+    y = np.array([0.0, 1.0, 2.0, np.nan])
+    loss = ref.poisson_nll_loss(x, y, full=True, reduction="none")
+    st2 = 2 * np.log(2) - 2 + 0.5 * np.log(4 * np.pi)
+    np.testing.assert_allclose(loss[:3], [1.0, 1.0, 1.0 + st2], rtol=1e-15)
+    assert np.isnan(loss[3])  # torch's masked_fill(y <= 1, 0) keeps a NaN target's NaN
+    tl, _ = torch_loss_grad(F.poisson_nll_loss, x, y, full=True, reduction="none")
+    assert np.isnan(tl[3])
+
+
+@pytest.mark.parametrize("log_input", [True, False])
+def test_poisson_nll_fd(log_input):
+    rng = np.random.default_rng(47)
+    x = rng.standard_normal((3, 4)) if log_input else rng.uniform(0.2, 3, (3, 4))
+    y = rng.integers(0, 5, (3, 4)).astype(np.float64)
+    check_fd(ref.poisson_nll_loss_with_grad, x, y, log_input, True,
+             grad_output=rng.uniform(-2, 2, x.shape))
+
+
+# --------------------------------------------------------------------------------------------
+# gaussian_nll_loss
+# --------------------------------------------------------------------------------------------
+
+GNLL_VAR = {  # var shape for input (2, 3, 4)
+    "float": None, "full": (2, 3, 4), "short": (2, 3), "trailing1": (2, 3, 1),
+    "middle1": (2, 1, 4), "lead1": (1, 3, 4),
+}
+
+
+@pytest.mark.parametrize(
+    "dtype, reduction, var_kind, full, go_kind",
+    cases(DTYPES, REDUCTIONS, list(GNLL_VAR), [False, True]),
+)
+def test_gaussian_nll(dtype, reduction, var_kind, full, go_kind):
+    rng = np.random.default_rng(48)
+    x, y = _pair((2, 3, 4), dtype, rng)
+    eps = 1e-2
+    if var_kind == "float":
+        var = 0.7
+    else:
+        var = rng.uniform(0.05, 2.0, GNLL_VAR[var_kind]).astype(dtype)
+        var.reshape(-1)[:2] = [1e-3, 0.0]  # below eps: clamped, gradient still passed through
+    go = grad_output_for(go_kind, x.shape, dtype, rng)
+    ours = ref.gaussian_nll_loss_with_grad(x, y, var, full, eps, reduction, grad_output=go)
+    diff = (0,) if var_kind == "float" else (0, 2)
+    theirs = torch_loss_grads(F.gaussian_nll_loss, x, y, var, diff=diff, full=full, eps=eps,
+                              reduction=reduction, grad_output=go)
+    check(ours[:2], theirs[:2], x, reduction, x.shape)
+    if var_kind == "float":
+        assert ours[2] is None
+    else:
+        gv = ours[2]
+        assert gv.shape == var.shape and gv.dtype == dtype
+        np.testing.assert_allclose(gv, theirs[2], **TOL[dtype])
+    np.testing.assert_array_equal(
+        ref.gaussian_nll_loss(x, y, var, full, eps, reduction), ours[0])
+
+
+def test_gaussian_nll_clamp_gradient_hand_values():
+    # var = 0 and 1e-9 are clamped to eps = 1e-6; torch's gradient w.r.t. var is still
+    # 0.5 (1/v' - r^2/v'^2) at v' = eps (clamp under no_grad), not 0
+    x, y = np.array([1.0, 3.0, 2.0]), np.zeros(3)
+    var = np.array([1e-9, 0.0, 2.0])
+    loss, gx, gv = ref.gaussian_nll_loss_with_grad(x, y, var, reduction="none")
+    v = np.array([1e-6, 1e-6, 2.0])
+    np.testing.assert_allclose(loss, 0.5 * (np.log(v) + x**2 / v), rtol=1e-15)
+    np.testing.assert_allclose(gx, x / v, rtol=1e-15)
+    np.testing.assert_allclose(gv, 0.5 * (1 / v - x**2 / v**2), rtol=1e-15)
+    theirs = torch_loss_grads(F.gaussian_nll_loss, x, y, var, diff=(0, 2), reduction="none")
+    np.testing.assert_allclose(gv, theirs[2], rtol=1e-15)
+
+
+def test_gaussian_nll_per_row_variance_for_2d():
+    # var of shape input.shape[:-1] is one variance per *row* (unsqueezed to (N, 1)), even
+    # when it would also broadcast along the last axis of a square input
+    x, y = np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((2, 2))
+    var = np.array([2.0, 3.0])
+    loss, _, gv = ref.gaussian_nll_loss_with_grad(x, y, var, reduction="none")
+    np.testing.assert_allclose(loss, 0.5 * (np.log(var[:, None]) + x**2 / var[:, None]),
+                               rtol=1e-15)
+    theirs = torch_loss_grads(F.gaussian_nll_loss, x, y, var, diff=(0, 2), reduction="none")
+    np.testing.assert_allclose(loss, theirs[0], rtol=1e-15)
+    np.testing.assert_allclose(gv, theirs[2], rtol=1e-15)
+    # a 1-d input with a 0-d var is the same rule (input.shape[:-1] == ())
+    x1 = np.array([1.0, 2.0])
+    ours = ref.gaussian_nll_loss_with_grad(x1, np.zeros(2), np.array(2.0), reduction="sum")
+    theirs = torch_loss_grads(F.gaussian_nll_loss, x1, np.zeros(2), np.array(2.0), diff=(0, 2),
+                              reduction="sum")
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-15)
+        assert np.shape(a) == np.shape(b)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gaussian_nll_empty(reduction):
+    x = np.zeros((0, 3))
+    var = np.ones((0, 3))
+    ours = ref.gaussian_nll_loss_with_grad(x, x.copy(), var, reduction=reduction)
+    theirs = torch_loss_grads(F.gaussian_nll_loss, x, x.copy(), var, diff=(0, 2),
+                              reduction=reduction)
+    check(ours[:2], theirs[:2], x, reduction, x.shape)
+    assert ours[2].shape == (0, 3)
+
+
+@pytest.mark.parametrize("var_kind", ["full", "short", "middle1"])
+def test_gaussian_nll_fd(var_kind):
+    rng = np.random.default_rng(49)
+    x, y = _pair((2, 3, 4), np.float64, rng)
+    var = rng.uniform(0.5, 2.0, GNLL_VAR[var_kind])
+    go = rng.uniform(-2, 2, x.shape)
+    check_fd(ref.gaussian_nll_loss_with_grad, x, y, var, True, grad_output=go)
+    _, _, gv = ref.gaussian_nll_loss_with_grad(x, y, var, True, reduction="none", grad_output=go)
+
+    def f(vp):
+        return np.sum(go * ref.gaussian_nll_loss(x, y, vp, True, reduction="none"))
+
+    from _torch_oracle import fd_grad
+    np.testing.assert_allclose(gv, fd_grad(f, var), rtol=1e-7, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# every new reference rejects an unknown reduction; the forward is the fused loss
+# --------------------------------------------------------------------------------------------
+
+NEW_LOSSES = [
+    "l1_loss", "smooth_l1_loss", "nll_loss", "binary_cross_entropy", "multi_margin_loss",
+    "multilabel_soft_margin_loss", "soft_margin_loss", "hinge_loss", "sigmoid_focal_loss",
+    "kl_div", "msle_loss", "log_cosh_loss", "poisson_nll_loss", "gaussian_nll_loss",
+]
+
+
+@pytest.mark.parametrize("name", NEW_LOSSES)
+def test_unknown_reduction_and_exports(name):
+    assert name in ref.__all__ and name + "_with_grad" in ref.__all__
+    x = np.full((2, 3), 0.5)
+    t = np.zeros(2, np.int64) if name in ("nll_loss", "multi_margin_loss") else np.full((2, 3), 0.5)
+    extra = (1.0,) if name == "gaussian_nll_loss" else ()
+    for fn in (getattr(ref, name), getattr(ref, name + "_with_grad")):
+        with pytest.raises(ValueError, match="reduction"):
+            fn(x, t, *extra, reduction="avg")

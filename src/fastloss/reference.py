@@ -27,6 +27,8 @@ This module is standalone: it imports only NumPy and the standard library.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = [
@@ -54,6 +56,18 @@ __all__ = [
     "soft_margin_loss_with_grad",
     "hinge_loss",
     "hinge_loss_with_grad",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_with_grad",
+    "kl_div",
+    "kl_div_with_grad",
+    "msle_loss",
+    "msle_loss_with_grad",
+    "log_cosh_loss",
+    "log_cosh_loss_with_grad",
+    "poisson_nll_loss",
+    "poisson_nll_loss_with_grad",
+    "gaussian_nll_loss",
+    "gaussian_nll_loss_with_grad",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -94,6 +108,12 @@ def _reduce(per_item, reduction, denominator, grad_output):
     if denominator == 0:
         return np.float64(np.nan), np.zeros(per_item.shape)
     return total / denominator, np.full(per_item.shape, go / denominator)
+
+
+def _cast_grad(grad, dtype):
+    """A gradient in the caller's dtype, always an array (also for a 0-d input, where NumPy
+    arithmetic on 0-d arrays would hand back a scalar)."""
+    return np.asarray(grad).astype(dtype)
 
 
 def _cast_loss(loss, dtype, reduction):
@@ -291,7 +311,7 @@ def binary_cross_entropy_with_logits_with_grad(
     dper_elem = w * ((1.0 - y) * _sigmoid(x) - pw * y * _sigmoid(-x))
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def binary_cross_entropy_with_logits(
@@ -344,7 +364,7 @@ def mse_loss_with_grad(input, target, reduction="mean", weight=None, grad_output
 
     denominator = per_elem.size if weight is None else np.sum(w)
     loss, g = _reduce(per_elem, reduction, denominator, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def mse_loss(input, target, reduction="mean", weight=None):
@@ -384,7 +404,7 @@ def huber_loss_with_grad(
     dper_elem = w * np.where(quadratic, r, delta * np.sign(r))  # == w * np.clip(r, -delta, delta)
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
@@ -417,7 +437,7 @@ def l1_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=
 
     denominator = per_elem.size if weight is None else np.sum(w)
     loss, g = _reduce(per_elem, reduction, denominator, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def l1_loss(input, target, reduction="mean", weight=None):
@@ -452,7 +472,7 @@ def smooth_l1_loss_with_grad(input, target, reduction="mean", beta=1.0, grad_out
     dper_elem = np.where(quadratic, r / beta, np.sign(r))
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
@@ -559,7 +579,7 @@ def binary_cross_entropy_with_grad(
     dper_elem = w * (x - y) / np.maximum(x * (1.0 - x), _BCE_GRAD_EPS)
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
@@ -679,7 +699,7 @@ def multilabel_soft_margin_loss_with_grad(
     per_sample = np.sum(w * value, axis=-1) / C
     loss, g = _reduce(per_sample, reduction, per_sample.size, grad_output)
     grad = g[..., np.newaxis] * w * slope / C
-    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(grad, dtype)
 
 
 def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
@@ -715,7 +735,7 @@ def soft_margin_loss_with_grad(input, target, reduction="mean", grad_output=None
     dper_elem = -y * _sigmoid(-z)
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def soft_margin_loss(input, target, reduction="mean"):
@@ -748,9 +768,311 @@ def hinge_loss_with_grad(
         per_elem, dper_elem = h, np.where(h > 0.0, -y, 0.0)
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def hinge_loss(input, target, margin=1.0, squared=False, reduction="mean"):
     """Hinge loss:  max(0, margin - y x)  (its square if ``squared``), y in {-1, +1}."""
     return hinge_loss_with_grad(input, target, margin, squared, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Sigmoid focal loss
+# --------------------------------------------------------------------------------------------
+
+
+def sigmoid_focal_loss_with_grad(
+    input, target, alpha=0.25, gamma=2.0, reduction="none", grad_output=None
+):
+    """Sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``) and its gradient.
+
+    With s = sigmoid(x), the BCE-with-logits term ``ce = -[y log s + (1 - y) log(1 - s)]``,
+    ``q = 1 - p_t = y (1 - s) + (1 - y) s`` and ``a_t = alpha y + (1 - alpha)(1 - y)``
+    (``a_t = 1`` when ``alpha < 0``, torchvision's "no weighting"):
+
+        l = a_t q^gamma ce
+
+    Gradient, from ``dce/dx = s - y`` and ``dq/dx = (1 - 2y) s (1 - s)``:
+
+        dl/dx = a_t [ q^gamma (s - y) + gamma q^(gamma - 1) (1 - 2y) s (1 - s) ce ]
+
+    Computed from the logits so that it is finite for logits of +-1e4 (float32) / +-1e30
+    (float64): ``ce`` as ``A |x| + log1p(exp(-|x|))`` (see :func:`_bce_logits_terms`), s and
+    1 - s = sigmoid(-x) each through a sigmoid that never overflows, and ``s - y`` as
+    ``(1 - y) s - y (1 - s)``.  The second term is taken as 0 where ``q == 0`` (only when s
+    saturates to exactly y in {0, 1}; then ``s (1 - s) = 0`` and ``ce -> 0`` too, and the limit is
+    0 for every gamma >= 0, whereas ``q^(gamma - 1)`` alone would be inf for gamma < 1).
+    ``q^0 = 1`` (gamma = 0 is BCE with logits times a_t).  Default reduction ``"none"`` as in
+    torchvision; ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    alpha, gamma = float(alpha), float(gamma)
+
+    s, s_neg = _sigmoid(x), _sigmoid(-x)  # s and 1 - s, both without cancellation
+    ce, dce = _bce_logits_terms(x, y)
+    q = y * s_neg + (1.0 - y) * s
+    a_t = alpha * y + (1.0 - alpha) * (1.0 - y) if alpha >= 0 else np.ones_like(x)
+    q_gamma = q**gamma
+    per_elem = a_t * q_gamma * ce
+    with np.errstate(divide="ignore", invalid="ignore"):  # q = 0 is replaced by its limit 0
+        focal_term = np.where(
+            q > 0.0, gamma * q ** (gamma - 1.0) * (1.0 - 2.0 * y) * s * s_neg * ce, 0.0
+        )
+    dper_elem = a_t * (q_gamma * dce + focal_term)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
+    """Sigmoid focal loss:  a_t (1 - p_t)^gamma BCEWithLogits(x, y)  (torchvision semantics)."""
+    return sigmoid_focal_loss_with_grad(input, target, alpha, gamma, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Kullback-Leibler divergence
+# --------------------------------------------------------------------------------------------
+
+_KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size. "
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition. "
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
+def kl_div_with_grad(input, target, reduction="mean", log_target=False, grad_output=None):
+    """KL divergence ``torch.nn.functional.kl_div`` (input: log-probabilities) and its gradient
+    with respect to ``input`` only:
+
+        l = t (log t - x)           dl/dx = -t              (log_target=False)
+        l = exp(t) (t - x)          dl/dx = -exp(t)         (log_target=True)
+
+    A target probability of 0 (``t == 0``, or ``t == -inf`` with log_target) contributes exactly 0,
+    the limit of ``t log t`` (torch's ``xlogy``); that holds even where ``x = -inf``, where torch
+    computes ``0 * -inf = NaN`` (the cross-entropy convention, deliberately).  Negative ``t``
+    gives NaN, as ``xlogy`` does.  Reductions: ``"none"``, ``"sum"``, ``"batchmean"`` = sum /
+    ``input.shape[0]`` (a 0-d input: the sum, as torch; an empty batch: NaN), ``"mean"`` = sum /
+    number of elements, which warns (``UserWarning``, as torch) because it is not the KL
+    divergence.
+    """
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+    return _kl_div(input, target, reduction, log_target, grad_output)
+
+
+def _kl_div(input, target, reduction, log_target, grad_output):
+    if reduction not in ("none", "batchmean", "sum", "mean"):
+        raise ValueError(
+            f"reduction must be one of 'none', 'batchmean', 'sum', 'mean'; got {reduction!r}"
+        )
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if log_target:
+            p = np.exp(t)
+            per_elem = np.where(p == 0.0, 0.0, p * (t - x))  # exp(-inf) * (-inf - x) := 0
+        else:
+            p = t
+            per_elem = np.where(t == 0.0, 0.0, t * np.log(t) - t * x)  # xlogy(0, 0) = 0
+    dper_elem = -p
+
+    if reduction == "batchmean":
+        denominator = x.shape[0] if x.ndim > 0 else 1  # torch: a 0-d input is just summed
+        reduction = "mean"
+    else:
+        denominator = per_elem.size
+    loss, g = _reduce(per_elem, reduction, denominator, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """KL divergence:  t (log t - x)  (``exp(t) (t - x)`` with log_target), input log-probs.
+
+    ``"batchmean"`` divides the sum by ``input.shape[0]``; ``"mean"`` by the element count (and
+    warns).  See :func:`kl_div_with_grad`.
+    """
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+    return _kl_div(input, target, reduction, log_target, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Regression losses without a torch twin: MSLE (Keras), log-cosh (Keras / optax)
+# --------------------------------------------------------------------------------------------
+
+_MSLE_EPS = 1e-7  # Keras' backend.epsilon(): both sides are clamped below at it
+
+
+def msle_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Mean squared logarithmic error (Keras 3 ``MeanSquaredLogarithmicError``) and its gradient:
+
+        x' = max(x, 1e-7),  y' = max(y, 1e-7),  d = log1p(x') - log1p(y')
+        l = d^2,            dl/dx = 2 d / (1 + x')  where x >= 1e-7,  0 where x < 1e-7
+
+    The clamp keeps ``log1p`` away from ``x <= -1``; where the prediction is clamped the loss
+    does not depend on it, so the gradient is 0 (at ``x == 1e-7`` exactly, the unclamped side,
+    as TensorFlow's ``maximum`` gradient).  Keras writes ``log(x' + 1)``; ``log1p`` is the same
+    value, more accurately.  **Differences from Keras:** ``"none"`` is per element (Keras averages
+    over the last axis first) and ``"mean"`` averages over all elements (the same number as
+    Keras' mean of per-sample means when every sample has the same length).
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    xc = np.maximum(x, _MSLE_EPS)
+    d = np.log1p(xc) - np.log1p(np.maximum(y, _MSLE_EPS))
+    per_elem = d**2
+    dper_elem = np.where(x >= _MSLE_EPS, 2.0 * d / (1.0 + xc), 0.0)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def msle_loss(input, target, reduction="mean"):
+    """MSLE:  (log1p(max(x, 1e-7)) - log1p(max(y, 1e-7)))^2, reduced per element (not per row)."""
+    return msle_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+_LOG2 = np.log(2.0)
+
+
+def log_cosh_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Log-cosh loss (Keras ``LogCosh``, optax ``log_cosh``) and its gradient, with d = x - y:
+
+        l = log(cosh(d)) = |d| + log1p(exp(-2|d|)) - log 2,     dl/dx = tanh(d)
+
+    The form never overflows (``cosh`` does for ``|d| > ~710``; exp(-2|d|) <= 1).  It is exact to
+    an absolute error of ~1 ulp of log 2 (~1e-16), so for ``|d| < ~1e-4`` (loss ~ d^2/2 < 5e-9)
+    its *relative* error grows; compare such values with an absolute tolerance.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    d = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    abs_d = np.abs(d)
+    per_elem = abs_d + np.log1p(np.exp(-2.0 * abs_d)) - _LOG2
+    dper_elem = np.tanh(d)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def log_cosh_loss(input, target, reduction="mean"):
+    """Log-cosh:  log(cosh(x - y)), evaluated as |d| + log1p(exp(-2|d|)) - log 2."""
+    return log_cosh_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Poisson and Gaussian negative log-likelihood
+# --------------------------------------------------------------------------------------------
+
+
+def poisson_nll_loss_with_grad(
+    input, target, log_input=True, full=False, eps=1e-8, reduction="mean", grad_output=None
+):
+    """Poisson negative log-likelihood (torch semantics) and its gradient:
+
+        log_input=True:   l = exp(x) - y x,             dl/dx = exp(x) - y
+        log_input=False:  l = x - y log(x + eps),       dl/dx = 1 - y / (x + eps)
+
+    ``full`` adds the Stirling term ``y log y - y + 0.5 log(2 pi y)`` (constant in x), only where
+    ``y > 1``: torch masks it with ``masked_fill(y <= 1, 0)``, so a NaN target keeps its NaN (we
+    write it the same way).  ``eps`` keeps ``log`` finite at ``x = 0``.  ``"mean"`` averages over
+    all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if log_input:
+            per_elem = np.exp(x) - y * x
+            dper_elem = np.exp(x) - y
+        else:
+            per_elem = x - y * np.log(x + eps)
+            dper_elem = 1.0 - y / (x + eps)
+        if full:
+            stirling = y * np.log(y) - y + 0.5 * np.log(2.0 * np.pi * y)
+            per_elem = per_elem + np.where(y <= 1.0, 0.0, stirling)  # torch's masked_fill
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    """Poisson NLL:  exp(x) - y x (log_input) or x - y log(x + eps), + Stirling where y > 1."""
+    return poisson_nll_loss_with_grad(
+        input, target, log_input, full, eps, reduction, grad_output=None
+    )[0]
+
+
+def _sum_to_shape(a, shape):
+    """Sum ``a`` over the axes that broadcasting ``shape`` up to ``a.shape`` created."""
+    lead = a.ndim - len(shape)
+    a = a.sum(axis=tuple(range(lead))) if lead else a
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    return a.sum(axis=axes, keepdims=True) if axes else a
+
+
+def gaussian_nll_loss_with_grad(
+    input, target, var, full=False, eps=1e-6, reduction="mean", grad_output=None
+):
+    """Gaussian negative log-likelihood (torch semantics); returns
+    ``(loss, grad_input, grad_var)``.  With r = x - y and v' = max(var, eps):
+
+        l = 0.5 (log v' + r^2 / v')  (+ 0.5 log(2 pi) if ``full``)
+        dl/dx = r / v'
+        dl/dvar = 0.5 (1 / v' - r^2 / v'^2)      evaluated at v', *also where var < eps*
+
+    torch clamps a clone of ``var`` in place under ``no_grad``, so autograd differentiates
+    ``l(v')`` and passes that gradient straight through the clamp to ``var`` (no zeroing where
+    it was clamped); we match it.  ``eps`` is documented by torch as "added to var" but is a clamp.
+
+    ``var``: a Python float (one variance for all; ``grad_var`` is then None), an array of
+    input's shape, one of ``input.shape[:-1]`` (torch unsqueezes it to ``(..., 1)``: one variance
+    per row), or one of input's ndim with exactly one mismatching dimension, of size 1 (e.g.
+    ``(N, 1)``, ``(4, 1, 32, 32)`` for ``(4, 3, 32, 32)``); other shapes are the API's ValueError
+    (e.g. a 0-d var with a 2-d input).  ``grad_var`` has var's own shape, summed over the
+    broadcast dimensions.  Negative var is the API's error.  ``"mean"`` averages over all
+    elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    r = x - np.asarray(target, dtype=np.float64)
+    var_is_float = isinstance(var, (float, int)) and not isinstance(var, (bool, np.ndarray))
+    v_in = np.asarray(var, dtype=np.float64)
+    v = v_in
+    if v.shape != x.shape and v.shape == x.shape[:-1]:
+        v = v[..., np.newaxis]  # torch: homoscedastic per row, var.unsqueeze(-1)
+    vc = np.maximum(np.broadcast_to(v, x.shape), eps)  # NaN stays NaN, as torch's clamp_
+    per_elem = 0.5 * (np.log(vc) + r**2 / vc)
+    if full:
+        per_elem = per_elem + 0.5 * np.log(2.0 * np.pi)
+    dper_dx = r / vc
+    dper_dvar = 0.5 * (1.0 / vc - r**2 / vc**2)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    grad_input = _cast_grad(g * dper_dx, dtype)
+    if var_is_float:
+        grad_var = None
+    else:
+        grad_var = _cast_grad(_sum_to_shape(g * dper_dvar, v.shape).reshape(v_in.shape), dtype)
+    return _cast_loss(loss, dtype, reduction), grad_input, grad_var
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """Gaussian NLL:  0.5 (log max(var, eps) + (x - y)^2 / max(var, eps)) (+ 0.5 log 2 pi)."""
+    return gaussian_nll_loss_with_grad(
+        input, target, var, full, eps, reduction, grad_output=None
+    )[0]

@@ -212,6 +212,21 @@ def test_nll(dtype, reduction, use_weight, target_kind, shape_kind, go_kind):
     np.testing.assert_allclose(ours[0], ce[0], **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nll_3d_input(dtype, reduction):
+    # (N, C, d1): torch's nll_loss_nd path for 3-d input, not nll_loss2d's
+    rng = np.random.default_rng(19)
+    x = np.log(rng.dirichlet(np.ones(5), size=(2, 3))).transpose(0, 2, 1).astype(dtype)
+    y = rng.integers(0, 5, (2, 3))
+    y[0, 1] = -100
+    w = rng.uniform(0.2, 2, 5).astype(dtype)
+    go = rng.uniform(-2, 2, y.shape).astype(dtype) if reduction == "none" else None
+    check(ref.nll_loss_with_grad(x, y, w, reduction=reduction, grad_output=go),
+          torch_loss_grad(F.nll_loss, x, y, weight=w, reduction=reduction, grad_output=go),
+          x, reduction, y.shape)
+
+
 @pytest.mark.parametrize("tdtype", [np.int8, np.uint8, np.int16, np.int32, np.uint64])
 def test_nll_integer_target_dtypes(tdtype):
     x, y, _ = _log_probs("2d", "ignore_class", np.float64)
@@ -744,7 +759,8 @@ def _log_cosh_torch(x, y, reduction="mean"):
 
 
 @pytest.mark.parametrize(
-    "dtype, reduction, shape, name, go_kind", cases(DTYPES, REDUCTIONS, SHAPES, ["msle", "log_cosh"])
+    "dtype, reduction, shape, name, go_kind",
+    cases(DTYPES, REDUCTIONS, SHAPES, ["msle", "log_cosh"]),
 )
 def test_msle_log_cosh(dtype, reduction, shape, name, go_kind):
     rng = np.random.default_rng(44)

@@ -18,7 +18,11 @@ Conventions shared by every function here:
   has input's shape and dtype and is the gradient of ``sum(grad_output * loss)`` with respect to
   ``input``.  ``grad_output=None`` means 1; for ``"none"`` it may be a scalar or an array of the
   loss's shape, for ``"sum"``/``"mean"`` it is a scalar.  Gradients are computed analytically, in
-  closed form, next to the loss formula they differentiate.
+  closed form, next to the loss formula they differentiate.  A loss with several differentiable
+  arrays returns one gradient per array, in argument order (``gaussian_nll_loss_with_grad``:
+  ``(loss, grad_input, grad_var)``); a gradient always has its array's shape and input's dtype.
+* Where a loss deliberately differs from torch (a finite limit where torch gives NaN or inf, a
+  NaN mean where torch returns garbage) its docstring says so.
 * ``"mean"`` with a zero denominator (empty input, all targets ignored, class weights of the kept
   targets summing to 0) gives NaN and an all-zero gradient; ``"sum"`` of nothing is 0.
 
@@ -558,12 +562,13 @@ def binary_cross_entropy_with_grad(
         l = -w [y max(log x, -100) + (1 - y) max(log1p(-x), -100)]
         dl/dx = w (x - y) / max(x (1 - x), eps),   eps = float32(1e-12) = 9.99999996e-13
 
-    Both are torch's exact formulas (its backward's 1e-12 is a C++ float, even for doubles).  The clamp of the logs at -100 makes ``x = 0`` or ``1``
-    finite (loss 100 for a wrong certain answer).  The gradient is *not* the derivative of the
-    clamped loss: torch's backward ignores the -100 clamp and clamps the denominator instead
-    (so ``x = 0, y = 1`` gives -1/eps ~ -1e12, not 0); we match it.  ``target`` has input's shape; ``weight``
-    broadcasts against it (torch expands it to the target's shape).  ``"mean"`` is the plain mean
-    over all elements.  Inputs outside [0, 1] are the API's job (torch raises).
+    Both are torch's exact formulas (its backward's 1e-12 is a C++ float, even for doubles).
+    The clamp of the logs at -100 makes ``x = 0`` or ``1`` finite (loss 100 for a wrong certain
+    answer).  The gradient is *not* the derivative of the clamped loss: torch's backward ignores
+    the -100 clamp and clamps the denominator instead (so ``x = 0, y = 1`` gives -1/eps ~ -1e12,
+    not 0); we match it.  ``target`` has input's shape; ``weight`` broadcasts against it (torch
+    expands it to the target's shape).  ``"mean"`` is the plain mean over all elements.  Inputs
+    outside [0, 1] are the API's job (torch raises).
     """
     _check_reduction(reduction)
     x_in = np.asarray(input)

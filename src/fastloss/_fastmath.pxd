@@ -15,7 +15,7 @@ Accuracy, checked against mpmath in tests/test_fastmath.py:
   order, so the result does not depend on the vector width of the build.
 """
 from cython cimport floating
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 
 cdef extern from *:
     """
@@ -126,6 +126,23 @@ cdef inline floating exp_nonpos(floating x) noexcept nogil:
     return zero if x < lowest else p
 
 
+cdef inline floating exp_any(floating x) noexcept nogil:
+    """exp(x) for any x, from one exp_nonpos: e = exp(-|x|), then e or 1/e (one
+    more rounding, so <= 3 ulp). It overflows to inf from ln(1/smallest normal)
+    = 708.4 (float32: 87.3), a little before exp itself (709.8, 88.7), where
+    exp_nonpos(-|x|) flushes to 0. NaN gives NaN."""
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    cdef floating e = exp_nonpos(-x if x > zero else x)
+    return one / e if x > zero else e
+
+
+cdef inline floating pow_unit(floating q, floating gamma) noexcept nogil:
+    """q**gamma for q in [0, 1] and gamma >= 0 (0**0 = 1, as torch's pow): q*q
+    exactly for the common gamma = 2, else exp(gamma log q). NaN gives NaN."""
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    return one if gamma == zero else (q * q if gamma == 2 else exp_nonpos(gamma * log_nonneg(q)))
+
+
 cdef inline floating log_reduced(floating f, floating k, floating c) noexcept nogil:
     """k*ln2 + log(1 + f) + c for f in [sqrt(1/2) - 1, sqrt(2) - 1] and a small
     correction c, as fdlibm's log: log(1 + f) from the odd series in
@@ -165,12 +182,11 @@ cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept
     return log_reduced(m - one, k, (z - (u - one)) * inv_u)
 
 
-cdef inline floating log1p_nonneg(floating z) noexcept nogil:
-    """log(1 + z) for z >= 0 of any size: log of u = 1 + z by its exponent and
-    mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u. NaN gives NaN,
-    +inf gives +inf."""
+cdef inline floating log1p_finite(floating z, floating u) noexcept nogil:
+    """log(1 + z) given u = 1 + z, a positive normal number: log of u by its
+    exponent and mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u
+    (u - 1 is exact: for u >= 1/2 by Sterbenz, and below 1/2 u = 1 + z is)."""
     cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
-    cdef floating u = one + z
     cdef floating m, k
     if floating is double:
         m = mantissa_d(u)
@@ -180,8 +196,25 @@ cdef inline floating log1p_nonneg(floating z) noexcept nogil:
         k = exponent_f(u)
     k = k + one if m > <floating>1.4142135623730951 else k
     m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
+    return log_reduced(m - one, k, (z - (u - one)) / u)
+
+
+cdef inline floating log1p_nonneg(floating z) noexcept nogil:
+    """log(1 + z) for z >= 0 of any size. NaN gives NaN, +inf gives +inf."""
+    cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
+    cdef floating u = one + z
     # NaN and +inf have no exponent and mantissa to split: they are their own log1p.
-    return log_reduced(m - one, k, (z - (u - one)) / u) if u < INFINITY else u
+    return log1p_finite(z, u) if u < INFINITY else u
+
+
+cdef inline floating log1p_any(floating z) noexcept nogil:
+    """log(1 + z) for any z: -inf at z = -1, NaN below (log1p(-p) for a
+    probability p keeps full accuracy for tiny p, where log(1 - p) does not)."""
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    cdef floating u = one + z
+    # 1 + z is 0 or a normal number: it rounds to a multiple of 2**-53 (2**-24).
+    return (log1p_finite(z, u) if (u > zero) & (u < INFINITY)
+            else (-INFINITY if u == zero else (NAN if u < zero else u)))
 
 
 cdef inline floating log_normal(floating x) noexcept nogil:
@@ -200,6 +233,32 @@ cdef inline floating log_normal(floating x) noexcept nogil:
     m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
     # NaN and +inf have no exponent and mantissa to split: they are their own log.
     return log_reduced(m - one, k, zero) if x < INFINITY else x
+
+
+cdef inline floating log_nonneg(floating x) noexcept nogil:
+    """log(x) for any x >= 0, subnormals included (scaled by 2**64 into the
+    normal range first): 0 gives -inf, a negative x NaN, +inf +inf, NaN NaN."""
+    cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
+    cdef bint tiny
+    cdef floating r
+    if floating is double:
+        tiny = x < 2.2250738585072014e-308
+    else:
+        tiny = x < <float>1.17549435e-38
+    # 2**64 and 64 ln 2.
+    r = (log_normal(x * <floating>1.8446744073709552e19 if tiny else x)
+         - (<floating>44.3614195558365 if tiny else zero))
+    return -INFINITY if x == zero else (NAN if x < zero else r)
+
+
+cdef inline floating sinh_small(floating h) noexcept nogil:
+    """sinh(h) for |h| <= 1/4 from its Taylor series to h**15/15! (the next
+    term is below 2**-60 of the sum there)."""
+    cdef floating h2 = h * h
+    return h * (<floating>1.0 + h2 * (<floating>0.16666666666666666 + h2 * (
+        <floating>0.008333333333333333 + h2 * (<floating>1.984126984126984e-04 + h2 * (
+            <floating>2.7557319223985893e-06 + h2 * (<floating>2.505210838544172e-08 + h2 * (
+                <floating>1.6059043836821613e-10 + h2 * <floating>7.647163731819816e-13)))))))
 
 
 cdef inline double combine_lanes(double* acc) noexcept nogil:

@@ -86,7 +86,8 @@ def _elementwise(kind, input, target, reduction, *, grad_output=None, out=None, 
     option, 1.0 for none) lets a plain call try the kernels' fast path first.
     `options` go to the kernel as they are.
     """
-    if fast_delta is not None and weight is None and aux is None:
+    # The fast path knows only the element count as "mean"'s denominator.
+    if fast_delta is not None and weight is None and aux is None and denominator is None:
         fast = _dispatch.kernels.elementwise_fast(kind, input, target, fast_delta, reduction,
                                                   grad_output, out, n_threads, want_grad)
         if fast is not NotImplemented:
@@ -345,13 +346,15 @@ def _gaussian_nll(input, target, var, full, eps, reduction, grad_output, out, n_
     var_shape, axis = layout["shape"], layout["axis"]
     grad_var = grad_aux.reshape(layout["input_shape"])
     if axis is not None:
-        grad_var = grad_var.sum(axis=axis, dtype=np.float64).reshape(var_shape)
+        grad_var = np.asarray(grad_var.sum(axis=axis, dtype=np.float64)).reshape(var_shape)
     result_dtype = np.asarray(var).dtype
     if grad_var_out is not None:
         check_out(grad_var_out, np.asarray(var), grad_var_out.dtype, (input, target))
         copy_result(grad_var_out, grad_var)
         return loss, grad, grad_var_out
-    return loss, grad, as_result(np.ascontiguousarray(grad_var), result_dtype)
+    # (np.array, not np.ascontiguousarray: that makes a 0-d var's gradient 1-d)
+    grad_var = grad_var if grad_var.flags.c_contiguous else np.array(grad_var, order="C")
+    return loss, grad, as_result(grad_var, result_dtype)
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean", *,
@@ -473,7 +476,9 @@ def _multilabel_soft_margin(input, target, weight, reduction, grad_output, out, 
         go = np.broadcast_to(go[..., np.newaxis], shape)
     losses, grad = _bce_with_logits(input, target, weight, "none", None, go / n_classes, out,
                                     n_threads, want_grad)
-    per_sample = as_result(np.sum(losses, axis=-1, dtype=np.float64) / n_classes, losses.dtype)
+    # (an array even for a (C,) input: "none" always gives one, 0-d here)
+    per_sample = as_result(np.asarray(np.sum(losses, axis=-1, dtype=np.float64) / n_classes),
+                           losses.dtype)
     return per_sample, grad
 
 

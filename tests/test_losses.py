@@ -335,3 +335,264 @@ def test_vs_reference(simd_path, case, dtype, reduction):
             go = go_for(go_kind, loss_shape, dtype, rng)
             run_vs_reference(name, args, kwargs, loss_shape, reduction, grad_output=go,
                              out_kind=out_kind)
+
+
+# -------------------------------------------------------------- 2. semantics
+
+def raises(exc, arg, fn, *args, **kwargs):
+    """fn(*args, **kwargs) raises `exc` with a message naming `arg`."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kwargs)
+    assert arg in str(info.value), f"{arg!r} not in {info.value}"
+
+
+@pytest.mark.parametrize("bad", [-1e-7, 1.0000001, np.nan, -np.inf, np.inf])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_probabilities_outside_0_1(simd_path, dtype, bad):
+    """input outside [0, 1] or NaN: ValueError naming input, and nothing written to
+    out= (nor to input with out=input), on the fast path and the general one."""
+    x = np.linspace(0, 1, 3000).astype(dtype)
+    x[2500] = bad
+    if x[2500] == 1 or x[2500] == 0:  # 1 + 1e-7 rounds to 1 in float32
+        x[2500] = 2 if bad > 0 else -1
+    y = np.full(3000, 0.5, dtype)
+    for kwargs in ({}, dict(weight=np.ones(3000, dtype))):
+        raises(ValueError, "input", fl.binary_cross_entropy, x, y, **kwargs)
+        out = np.full(3000, 7.0, dtype)
+        raises(ValueError, "input", fl.binary_cross_entropy_with_grad, x, y, out=out, **kwargs)
+        assert np.all(out == 7.0)
+        buf = x.copy()
+        raises(ValueError, "input", fl.binary_cross_entropy_with_grad, buf, y, out=buf,
+               reduction="none", **kwargs)
+        np.testing.assert_array_equal(buf, x)
+
+
+def test_option_checks():
+    x = np.linspace(-2, 2, 12).reshape(3, 4)
+    y = np.sign(x)
+    t = np.array([0, 3, 1])
+    for beta in (-0.5, -1e-300, np.nan):
+        raises(ValueError, "beta", fl.smooth_l1_loss, x, y, beta=beta)
+        raises(ValueError, "beta", fl.smooth_l1_loss_with_grad, x, y, beta=beta)
+    raises(TypeError, "beta", fl.smooth_l1_loss, x, y, beta="1")
+    # gaussian: negative var (a float or any entry of an array); eps < 0
+    for var in (-1.0, np.full((3, 4), -1e-3), np.array([1.0, -2.0, 1.0])):
+        raises(ValueError, "var", fl.gaussian_nll_loss, x, y, var)
+        raises(ValueError, "var", fl.gaussian_nll_loss_with_grad, x, y, var)
+    raises(ValueError, "var", fl.gaussian_nll_loss, x, y, np.ones((2, 4)))
+    raises(TypeError, "var", fl.gaussian_nll_loss, x, y, np.ones((3, 4), np.int64))
+    raises(ValueError, "eps", fl.gaussian_nll_loss, x, y, 1.0, eps=-1.0)
+    # hinge: margin is a float
+    for margin in ("1", None, [1.0]):
+        raises(TypeError, "margin", fl.hinge_loss, x, y, margin=margin)
+        raises(TypeError, "margin", fl.multi_margin_loss, x, t, margin=margin)
+    # multi_margin: p is the integer 1 or 2
+    for p, exc in ((3, ValueError), (0, ValueError), (1.0, TypeError), (True, TypeError),
+                   ("2", TypeError), (2.5, TypeError)):
+        raises(exc, "p", fl.multi_margin_loss, x, t, p=p)
+        raises(exc, "p", fl.multi_margin_loss_with_grad, x, t, p=p)
+    assert fl.multi_margin_loss(x, t, p=np.int64(2)) == fl.multi_margin_loss(x, t, p=2)
+    # focal: gamma >= 0
+    raises(ValueError, "gamma", fl.sigmoid_focal_loss, x, y, gamma=-1.0)
+    raises(TypeError, "alpha", fl.sigmoid_focal_loss, x, y, alpha="a")
+    # kl_div: its own reduction
+    raises(ValueError, "reduction", fl.kl_div, x, y, reduction="avg")
+    raises(ValueError, "reduction", fl.nll_loss, x, t, reduction="batchmean")
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
+def test_weight_must_have_input_shape(name):
+    """torch 2.13's weight= on mse/l1/huber does not broadcast."""
+    x = np.linspace(-2, 2, 12).reshape(3, 4)
+    y = np.zeros((3, 4))
+    for shape in ((4,), (3, 1), (1, 3, 4), (), (4, 3)):
+        raises(ValueError, "weight", getattr(fl, name), x, y, weight=np.ones(shape))
+        raises(ValueError, "weight", getattr(fl, name + "_with_grad"), x, y,
+               weight=np.ones(shape))
+    raises(TypeError, "weight", getattr(fl, name), x, y, weight=np.ones((3, 4), complex))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weighted_means(simd_path, dtype):
+    """mse/l1: "mean" is sum(w l) / sum(w); huber: mean(w l), as torch 2.13. A zero
+    weight sum gives a NaN mean and a zero gradient."""
+    x, y, w = (np.array(v, dtype) for v in ([1.0, 2.0], [0.0, 0.0], [1.0, 3.0]))
+    assert fl.mse_loss(x, y, weight=w) == dtype((1 + 12) / 4)
+    assert fl.l1_loss(x, y, weight=w) == dtype((1 + 6) / 4)
+    assert fl.huber_loss(x, y, weight=w) == dtype((0.5 + 3 * 1.5) / 2)
+    np.testing.assert_array_equal(fl.mse_loss_with_grad(x, y, weight=w)[1],
+                                  np.array([2 * 1 / 4, 3 * 2 * 2 / 4], dtype))
+    np.testing.assert_array_equal(fl.l1_loss_with_grad(x, y, weight=w)[1],
+                                  np.array([1 / 4, 3 / 4], dtype))
+    np.testing.assert_array_equal(fl.huber_loss_with_grad(x, y, weight=w)[1],
+                                  np.array([1 / 2, 3 / 2], dtype))
+    for name in ("mse_loss", "l1_loss"):
+        loss, grad = getattr(fl, name + "_with_grad")(x, y, weight=np.zeros(2, dtype))
+        assert np.isnan(loss) and np.all(grad == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kl_div_reductions(simd_path, dtype):
+    """"batchmean" divides the sum by N (a 0-d input: the sum); "mean" by the element
+    count, with torch's UserWarning; the others do not warn."""
+    rng = np.random.default_rng(3)
+    x = np.log(rng.uniform(0.1, 1, (6, 5))).astype(dtype)
+    y = rng.uniform(0, 1, (6, 5)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        total = fl.kl_div(x, y, reduction="sum")
+        batchmean, grad = fl.kl_div_with_grad(x, y, reduction="batchmean")
+        for r in ("none", "sum", "batchmean"):
+            fl.kl_div_with_grad(x, y, reduction=r)
+    np.testing.assert_allclose(batchmean, total / 6, **TOL[dtype])
+    np.testing.assert_allclose(grad, -y / 6, **TOL[dtype])
+    for fn in (fl.kl_div, fl.kl_div_with_grad):
+        with pytest.warns(UserWarning, match="batchmean"):
+            result = fn(x, y, reduction="mean")
+        mean = result[0] if isinstance(result, tuple) else result
+        np.testing.assert_allclose(mean, total / 30, **TOL[dtype])
+    x0, y0 = np.asarray(x[0, 0]), np.asarray(y[0, 0])
+    loss, grad = fl.kl_div_with_grad(x0, y0, reduction="batchmean")
+    assert loss == fl.kl_div(x0, y0, reduction="sum")
+    assert grad.shape == () and grad == -y0
+    # an empty batch: NaN
+    assert np.isnan(fl.kl_div(np.zeros((0, 5), dtype), np.zeros((0, 5), dtype),
+                              reduction="batchmean"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_rows_empty_ignored_and_out_of_range(simd_path, dtype):
+    rng = np.random.default_rng(4)
+    # multi_margin of an empty batch: NaN mean, 0 sum
+    for name in ("multi_margin_loss", "nll_loss"):
+        fn = getattr(fl, name + "_with_grad")
+        x0, t0 = np.zeros((0, 4), dtype), np.zeros(0, np.int64)
+        loss, grad = fn(x0, t0)
+        assert np.isnan(loss) and grad.shape == (0, 4)
+        assert fn(x0, t0, reduction="sum")[0] == 0
+        assert fn(x0, t0, reduction="none")[0].shape == (0,)
+    # nll: every target ignored -> NaN mean and a zero gradient; sum 0
+    x = rng.standard_normal((300, 5)).astype(dtype)
+    for t, kw in ((np.full(300, -100), {}), (np.full(300, 2), dict(ignore_index=2)),
+                  (np.full(300, 1), dict(weight=np.array([1, 0, 1, 1, 1], dtype)))):
+        loss, grad = fl.nll_loss_with_grad(x, t, **kw)
+        assert np.isnan(loss) and np.all(grad == 0)
+        if "weight" not in kw:
+            loss, grad = fl.nll_loss_with_grad(x, t, reduction="sum", grad_output=2.0, **kw)
+            assert loss == 0 and np.all(grad == 0)
+    # class index out of range: IndexError naming target, nothing written
+    for bad in (5, 7, -1, -101, 2**40):
+        t = rng.integers(0, 5, 300)
+        t[123] = bad
+        for name in ("nll_loss", "multi_margin_loss"):
+            raises(IndexError, "target", getattr(fl, name), x, t)
+            buf = x.copy()
+            raises(IndexError, "target", getattr(fl, name + "_with_grad"), buf, t, out=buf)
+            np.testing.assert_array_equal(buf, x)
+    # multi_margin has no ignore_index: -100 is out of range
+    raises(IndexError, "target", fl.multi_margin_loss, x, np.full(300, -100))
+    # nll's ignore_index is any integer, even a valid class
+    t = rng.integers(0, 5, 300)
+    np.testing.assert_allclose(fl.nll_loss(x, t, ignore_index=3),
+                               ref.nll_loss(x, t, ignore_index=3), **TOL[dtype])
+
+
+# ------------------------------------------------------- 3. kernels vs torch (spot checks)
+
+def _torch_call(fn, args, diff, kwargs, grad_output):
+    torch = pytest.importorskip("torch")
+    tensors = []
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray):
+            t = torch.from_numpy(a.astype(np.int64) if a.dtype.kind in "iu" else a.copy())
+            tensors.append(t.requires_grad_(True) if i in diff else t)
+        else:
+            tensors.append(a)
+    kw = {k: torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v
+          for k, v in kwargs.items()}
+    loss = fn(*tensors, **kw)
+    go = torch.as_tensor(np.asarray(1.0 if grad_output is None else grad_output,
+                                    np.asarray(args[0]).dtype))
+    (loss * go).sum().backward()
+    return (loss.detach().numpy(), *(tensors[i].grad.numpy() for i in diff))
+
+
+TORCH_CASES = [  # (our name, torch name, options, shape)
+    ("nll_loss", "nll_loss", dict(weighted=True, ignore_index=2, C=7), (4, 3, 5)),
+    ("binary_cross_entropy", "binary_cross_entropy", dict(weight_kind="full"), (9, 6)),
+    ("multi_margin_loss", "multi_margin_loss", dict(p=2, margin=0.5, weighted=True), (40,)),
+    ("multilabel_soft_margin_loss", "multilabel_soft_margin_loss", dict(weighted=True), (9, 6)),
+    ("soft_margin_loss", "soft_margin_loss", {}, (9, 6)),
+    ("kl_div", "kl_div", {}, (9, 6)),  # (log_target: torch's 0 * -inf is NaN, ours 0)
+    ("l1_loss", "l1_loss", dict(weighted=True), (9, 6)),
+    ("smooth_l1_loss", "smooth_l1_loss", dict(beta=0.25), (9, 6)),
+    ("poisson_nll_loss", "poisson_nll_loss", dict(log_input=False, full=True), (9, 6)),
+    ("gaussian_nll_loss", "gaussian_nll_loss", dict(var_kind="ones", full=True), (9, 6)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+def test_against_torch(simd_path, case, dtype):
+    torch = pytest.importorskip("torch")
+    ours, theirs, opts, shape = case
+    rng = np.random.default_rng(5)
+    args, kwargs, loss_shape = loss_case(ours, opts, shape, rng, dtype)
+    diff = (0, 2) if ours == "gaussian_nll_loss" else (0,)
+    for reduction in REDUCTIONS + (["batchmean"] if ours == "kl_div" else []):
+        go = rng.uniform(-2, 2, loss_shape).astype(dtype) if reduction == "none" else 0.5
+        with kl_quiet():  # (torch warns for kl_div's "mean" too)
+            got = getattr(fl, ours + "_with_grad")(*args, reduction=reduction,
+                                                   grad_output=go, **kwargs)
+            want = _torch_call(getattr(torch.nn.functional, theirs), args, diff,
+                               dict(kwargs, reduction=reduction), go)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, **TOL[dtype], err_msg=f"{ours} {reduction}")
+
+
+# ------------------------------------------- 4. kernel gradients vs finite differences
+# Every gradient equals the reference's (section 1), whose gradients are checked against
+# finite differences in test_reference_losses_vs_torch.py. These check a few kernels'
+# closed forms directly (float64, 4th-order central differences, as sklearn does).
+
+def _fd(f, x, h=1e-5):
+    g = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        def at(step, i=i):
+            xs = x.copy()
+            xs[i] += step
+            return float(f(xs))
+        g[i] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return g
+
+
+FD_CASES = [
+    ("sigmoid_focal_loss", dict(alpha=0.6, gamma=1.5, soft=True)),
+    ("log_cosh_loss", {}),
+    ("multi_margin_loss", dict(p=2, margin=0.7, weighted=True)),
+    ("poisson_nll_loss", dict(log_input=False, full=True)),
+    ("gaussian_nll_loss", dict(var_kind="ones")),
+]
+
+
+@pytest.mark.parametrize("name, opts", FD_CASES, ids=[c[0] for c in FD_CASES])
+def test_fd(name, opts):
+    rng = np.random.default_rng(6)
+    shape = (4,) if name == "multi_margin_loss" else (4, 5)
+    args, kwargs, loss_shape = loss_case(name, opts, shape, rng, np.float64)
+    if name == "multi_margin_loss":  # away from the kinks, where FD is meaningless
+        args = (args[0] + rng.uniform(-0.05, 0.05, args[0].shape), args[1])
+    if name == "poisson_nll_loss":  # away from x = 0, where x + eps crosses 0
+        args = (args[0] + 0.5, args[1])
+    if name == "gaussian_nll_loss":
+        args = args[:2] + (rng.uniform(0.5, 2, (4, 1)),)
+    go = rng.uniform(-2, 2, loss_shape)
+    fn, fused = getattr(fl, name), getattr(fl, name + "_with_grad")
+    grads = fused(*args, reduction="none", grad_output=go, **kwargs)[1:]
+    for k, grad in zip((0, 2), grads):
+        def f(v, k=k):
+            a = list(args)
+            a[k] = v
+            return np.sum(go * fn(*a, reduction="none", **kwargs))
+        np.testing.assert_allclose(grad, _fd(f, args[k]), rtol=1e-7, atol=1e-8,
+                                   err_msg=f"{name} d/d arg {k}")

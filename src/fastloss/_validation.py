@@ -157,6 +157,9 @@ def option_float(value: Any, name: str, condition: str = "any") -> float:
     """A float option: TypeError if it is not a real number, ValueError if it
     breaks `condition` ("positive", "nonnegative" or "any"; NaN breaks both)."""
     try:
+        # float() would parse a string ("1"): an option is a number, as in torch
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a float, got {value!r}") from None

@@ -206,6 +206,41 @@ CASES = [
     ("multi_margin_loss", {}, [(), (600,)]),
     ("multi_margin_loss", dict(p=2, margin=0.5, weighted=True, C=70), [(), (300,)]),
 ]
+# One option set per new loss (most options on), for the tests of the shared machinery
+# (test_determinism, test_threads, test_memory, test_fuzz): name -> (options, class axis).
+ONE_PER_LOSS = {
+    "mse_loss": dict(weighted=True),
+    "l1_loss": dict(weighted=True),
+    "huber_loss": dict(weighted=True, delta=0.5),
+    "smooth_l1_loss": dict(beta=0.25),
+    "log_cosh_loss": {},
+    "msle_loss": {},
+    "binary_cross_entropy": dict(weight_kind="row"),
+    "soft_margin_loss": {},
+    "hinge_loss": dict(margin=0.5, squared=True),
+    "multilabel_soft_margin_loss": dict(weighted=True),
+    "sigmoid_focal_loss": dict(alpha=0.6, gamma=1.5, soft=True),
+    "kl_div": dict(log_target=True),
+    "poisson_nll_loss": dict(log_input=False, full=True),
+    "gaussian_nll_loss": dict(var_kind="ones"),
+    "nll_loss": dict(weighted=True, ignore_index=2, C=40),
+    "multi_margin_loss": dict(p=2, margin=0.5, weighted=True, C=70),
+}
+ROW_LOSSES = ("nll_loss", "multi_margin_loss")
+
+
+def shaped_case(name, n_elems, rng, dtype):
+    """loss_case of ONE_PER_LOSS[name] with about `n_elems` input elements (at least)."""
+    opts = ONE_PER_LOSS[name]
+    if name == "nll_loss":
+        shape = (-(-n_elems // (40 * 5)), 5)  # K-dim: (N, 40, 5)
+    elif name == "multi_margin_loss":
+        shape = (-(-n_elems // 70),)
+    else:
+        shape = (-(-n_elems // 70), 70)
+    return loss_case(name, opts, shape, rng, dtype)
+
+
 CASE_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}"
             for n, o, _ in CASES]
 

@@ -269,7 +269,9 @@ cdef inline void gaussian_nll_point(floating x, floating y, floating var, bint f
     cdef floating v = eps if var < eps else var
     cdef floating d = x - y
     cdef floating inv_v = one / v
-    cdef floating d_over_v = d * inv_v
+    # d / v, not d * inv_v: 1/v overflows for a subnormal v (with eps = 0), and
+    # 0 * inf would make the loss of d = 0 NaN where torch's d^2 / v is 0.
+    cdef floating d_over_v = d / v
     loss[0] = half * (log_nonneg(v) + d * d_over_v) + (
         <floating>0.9189385332046727 if full else zero)
     slope[0] = d_over_v

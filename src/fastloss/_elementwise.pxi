@@ -103,7 +103,8 @@ cdef inline void smooth_l1_point(floating x, floating y, floating beta,
     cdef floating abs_d = -d if d < 0 else d
     cdef bint quadratic = abs_d < beta
     loss[0] = <floating>0.5 * d * d / beta if quadratic else abs_d - <floating>0.5 * beta
-    slope[0] = d / beta if quadratic else sign_of(d)
+    # A NaN d: torch's slope is NaN for beta > 0 (its d / beta side), 0 for beta = 0 (l1's sign).
+    slope[0] = d / beta if quadratic | ((d != d) & (beta > 0)) else sign_of(d)
 
 
 cdef inline void bce_point(floating x, floating y, floating pos_weight,
@@ -220,7 +221,8 @@ cdef inline void msle_point(floating x, floating y, floating* loss, floating* sl
     cdef floating y_clamped = eps if y < eps else y
     cdef floating r = log1p_nonneg(x_clamped) - log1p_nonneg(y_clamped)
     loss[0] = r * r
-    slope[0] = zero if x < eps else (r + r) / (one + x_clamped)
+    # (a NaN x is not >= eps: slope 0, as the reference's where(x >= eps, ...))
+    slope[0] = (r + r) / (one + x_clamped) if x >= eps else zero
 
 
 cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:

@@ -347,9 +347,10 @@ def _gaussian_nll(input, target, var, full, eps, reduction, grad_output, out, n_
     grad_var = grad_aux.reshape(layout["input_shape"])
     if axis is not None:
         grad_var = np.asarray(grad_var.sum(axis=axis, dtype=np.float64)).reshape(var_shape)
-    result_dtype = np.asarray(var).dtype
+    # Every gradient has input's (results') dtype, as the reference specifies.
+    result_dtype = grad.dtype
     if grad_var_out is not None:
-        check_out(grad_var_out, np.asarray(var), grad_var_out.dtype, (input, target))
+        check_out(grad_var_out, np.asarray(var), result_dtype, (input, target))
         copy_result(grad_var_out, grad_var)
         return loss, grad, grad_var_out
     # (np.array, not np.ascontiguousarray: that makes a 0-d var's gradient 1-d)
@@ -378,8 +379,8 @@ def gaussian_nll_loss_with_grad(input, target, var, full=False, eps=1e-6, reduct
     ``grad_input = g (x - y) / (v D)`` and ``grad_var = g (1/v - (x - y)^2 / v^2) / (2 D)``
     taken at the clamped ``v`` (torch clamps ``var`` without recording it, so the
     gradient reaches ``var`` even where it was clamped), summed over the
-    dimensions along which ``var`` was broadcast. ``grad_var`` has var's shape,
-    and is None when ``var`` is a float. ``out`` is None or a pair of arrays
+    dimensions along which ``var`` was broadcast. ``grad_var`` has var's shape and
+    input's dtype, and is None when ``var`` is a float. ``out`` is None or a pair of arrays
     ``(grad_input_out, grad_var_out)``, either of which may be None.
     """
     return _gaussian_nll(input, target, var, full, eps, reduction, grad_output, out, n_threads,

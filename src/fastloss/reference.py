@@ -427,7 +427,7 @@ def l1_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=
         l = w |r|,    dl/dx = w sign(r)
 
     ``sign(0) = 0``: at r == 0 the gradient is 0, torch's subgradient (``abs`` backward is
-    ``sgn``).  ``target`` and ``weight`` have input's shape; ``"mean"`` is ``sum(w l) / sum(w)``
+    ``sgn``); a NaN residual gets 0 too (torch's ``sgn(NaN)`` is 0), its loss is NaN.  ``target`` and ``weight`` have input's shape; ``"mean"`` is ``sum(w l) / sum(w)``
     with a weight (torch 2.13), the plain mean without; ``sum(w) == 0`` is a zero denominator:
     NaN mean, all-zero gradient (torch: NaN gradient).
     """
@@ -437,7 +437,8 @@ def l1_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=
     r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
     w = _elementwise_weight(weight, r.shape)
     per_elem = w * np.abs(r)
-    dper_elem = w * np.sign(r)
+    # torch.sign(NaN) is 0 (numpy's is NaN): a NaN residual gets gradient 0, as in torch
+    dper_elem = w * np.where(np.isnan(r), 0.0, np.sign(r))
 
     denominator = per_elem.size if weight is None else np.sum(w)
     loss, g = _reduce(per_elem, reduction, denominator, grad_output)

@@ -102,9 +102,12 @@ cdef inline void smooth_l1_point(floating x, floating y, floating beta,
     cdef floating d = x - y
     cdef floating abs_d = -d if d < 0 else d
     cdef bint quadratic = abs_d < beta
-    loss[0] = <floating>0.5 * d * d / beta if quadratic else abs_d - <floating>0.5 * beta
+    cdef floating d_over_beta = d / beta
+    cdef floating linear_loss = abs_d - <floating>0.5 * beta
+    cdef floating quadratic_loss = <floating>0.5 * d * d_over_beta
+    loss[0] = quadratic_loss if quadratic else linear_loss
     # A NaN d: torch's slope is NaN for beta > 0 (its d / beta side), 0 for beta = 0 (l1's sign).
-    slope[0] = d / beta if quadratic | ((d != d) & (beta > 0)) else sign_of(d)
+    slope[0] = d_over_beta if quadratic | ((d != d) & (beta > 0)) else sign_of(d)
 
 
 cdef inline void bce_point(floating x, floating y, floating pos_weight,
@@ -178,9 +181,12 @@ cdef inline void sigmoid_focal_point(floating x, floating y, floating alpha, flo
     q = y * sig_neg + (one - y) * sig
     q_gamma = pow_unit(q, gamma)
     pq = sig * sig_neg
-    a_t = alpha * y + (one - alpha) * (one - y) if alpha >= zero else one
+    cdef floating weighted = alpha * y + (one - alpha) * (one - y)
+    a_t = weighted if alpha >= zero else one
+    # q underflows to 0 only where p(1-p) does: the ratio is then 0.
+    cdef floating ratio = pq / (q if q > zero else one)
     loss[0] = a_t * ce * q_gamma
-    slope[0] = a_t * q_gamma * (dce + gamma * (one - y - y) * ce * (zero if q == zero else pq / q))
+    slope[0] = a_t * q_gamma * (dce + gamma * (one - y - y) * ce * ratio)
 
 
 cdef inline void binary_cross_entropy_point(floating x, floating y, floating* loss,
@@ -206,9 +212,12 @@ cdef inline void kl_div_point(floating x, floating y, bint log_target, floating*
     (even at x = -inf, where torch's 0 * inf gives NaN); log_target, y = log p:
     exp(y) (y - x). The slope is -p."""
     cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
-    cdef floating p = exp_any(y) if log_target else y
-    cdef floating log_p = y if log_target else log_nonneg(y)
-    loss[0] = zero if p == zero else p * (log_p - x)
+    cdef floating exp_y = exp_any(y)
+    cdef floating log_y = log_nonneg(y)
+    cdef floating p = exp_y if log_target else y
+    cdef floating log_p = y if log_target else log_y
+    cdef floating term = p * (log_p - x)
+    loss[0] = zero if p == zero else term
     slope[0] = -p
 
 
@@ -221,8 +230,9 @@ cdef inline void msle_point(floating x, floating y, floating* loss, floating* sl
     cdef floating y_clamped = eps if y < eps else y
     cdef floating r = log1p_nonneg(x_clamped) - log1p_nonneg(y_clamped)
     loss[0] = r * r
+    cdef floating active_slope = (r + r) / (one + x_clamped)
     # (a NaN x is not >= eps: slope 0, as the reference's where(x >= eps, ...))
-    slope[0] = (r + r) / (one + x_clamped) if x >= eps else zero
+    slope[0] = active_slope if x >= eps else zero
 
 
 cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:
@@ -239,10 +249,12 @@ cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating
     cdef floating u = one + e
     cdef floating inv_u = one / u
     cdef bint small = a < half
-    cdef floating t = ((s + s) * sqrt(one + s * s) / (one + two_s2) if small
-                       else (one - e) * inv_u)
-    loss[0] = (log1p_nonneg(two_s2) if small
-               else a + log1p_unit(e, u, inv_u) - <floating>0.6931471805599453)
+    cdef floating t_small = (s + s) * sqrt(one + s * s) / (one + two_s2)
+    cdef floating t_large = (one - e) * inv_u
+    cdef floating loss_small = log1p_nonneg(two_s2)
+    cdef floating loss_large = a + log1p_unit(e, u, inv_u) - <floating>0.6931471805599453
+    cdef floating t = t_small if small else t_large
+    loss[0] = loss_small if small else loss_large
     slope[0] = -t if d < zero else (t if d == d else d)
 
 
@@ -256,9 +268,14 @@ cdef inline void poisson_nll_point(floating x, floating y, bint log_input, bint 
     cdef floating shifted = x + eps
     cdef floating log_y = log_nonneg(y)
     cdef floating stirling = y * log_y - y + half * log_nonneg(<floating>6.283185307179586 * y)
-    loss[0] = ((rate - y * x) if log_input else (x - y * log_nonneg(shifted))) + (
-        (zero if y <= one else stirling) if full else zero)
-    slope[0] = (rate - y) if log_input else one - y / shifted
+    cdef floating loss_log = rate - y * x
+    cdef floating loss_rate = x - y * log_nonneg(shifted)
+    cdef floating slope_log = rate - y
+    cdef floating slope_rate = one - y / shifted
+    # One select per term: GCC leaves the loop scalar when two of them stack up.
+    cdef floating stirling_term = zero if (y <= one) | (not full) else stirling
+    loss[0] = (loss_log if log_input else loss_rate) + stirling_term
+    slope[0] = slope_log if log_input else slope_rate
 
 
 cdef inline void gaussian_nll_point(floating x, floating y, floating var, bint full, floating eps,

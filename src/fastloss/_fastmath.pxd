@@ -151,10 +151,12 @@ cdef inline floating exp_any(floating x) noexcept nogil:
 
 cdef inline floating pow_unit(floating q, floating gamma) noexcept nogil:
     """q**gamma for q in [0, 1] and gamma >= 0 (0**0 = 1, as torch's pow): q*q
-    exactly for the common gamma = 2, else exp(gamma log q). NaN gives NaN."""
-    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
-    cdef floating general = exp_nonpos(gamma * log_nonneg(q))
-    return one if gamma == zero else (q * q if gamma == 2 else general)
+    exactly for the common gamma = 2, else exp(gamma log q), with log 0 taken as
+    -1e30 so that gamma = 0 gives 1 there too. NaN gives NaN."""
+    cdef floating two = 2, floor = <floating>-1e30  # typed: bare literals are C doubles
+    cdef floating log_q = log_nonneg(q)
+    cdef floating general = exp_nonpos(gamma * (floor if log_q < floor else log_q))
+    return q * q if gamma == two else general
 
 
 cdef inline floating log_reduced(floating f, floating k, floating c) noexcept nogil:

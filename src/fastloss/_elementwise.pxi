@@ -99,6 +99,7 @@ cdef inline void smooth_l1_point(floating x, floating y, floating beta,
                                  floating* loss, floating* slope) noexcept nogil:
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (torch's smooth_l1_loss).
     beta = 0 never takes the quadratic side, so it is exactly L1, as in torch."""
+    cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
     cdef floating d = x - y
     cdef floating abs_d = -d if d < 0 else d
     cdef bint quadratic = abs_d < beta
@@ -106,8 +107,13 @@ cdef inline void smooth_l1_point(floating x, floating y, floating beta,
     cdef floating linear_loss = abs_d - <floating>0.5 * beta
     cdef floating quadratic_loss = <floating>0.5 * d * d_over_beta
     loss[0] = quadratic_loss if quadratic else linear_loss
-    # A NaN d: torch's slope is NaN for beta > 0 (its d / beta side), 0 for beta = 0 (l1's sign).
-    slope[0] = d_over_beta if quadratic | ((d != d) & (beta > 0)) else sign_of(d)
+    # A NaN d: torch's slope is NaN for beta > 0 (its d / beta side), 0 for beta = 0
+    # (l1's sign). Written as sign_of with that last case, a select of values: the
+    # condition (d != d) & (beta > 0) on the outer select made GCC keep the loop scalar.
+    cdef floating zero = 0
+    cdef floating unsigned = d * zero if beta > zero else zero
+    cdef floating sign = one if d > zero else (-one if d < zero else unsigned)
+    slope[0] = d_over_beta if quadratic else sign
 
 
 cdef inline void bce_point(floating x, floating y, floating pos_weight,

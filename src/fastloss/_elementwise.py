@@ -475,11 +475,15 @@ def _multilabel_soft_margin(input, target, weight, reduction, grad_output, out, 
             raise ValueError(f"grad_output: expected a scalar or the loss's shape {shape[:-1]}, "
                              f"got {go.shape}")
         go = np.broadcast_to(go[..., np.newaxis], shape)
-    losses, grad = _bce_with_logits(input, target, weight, "none", None, go / n_classes, out,
-                                    n_threads, want_grad)
+    # (C = 0: each sample's mean of no elements is NaN, as in torch, without NumPy's warning)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        go = go / n_classes
+    losses, grad = _bce_with_logits(input, target, weight, "none", None, go, out, n_threads,
+                                    want_grad)
     # (an array even for a (C,) input: "none" always gives one, 0-d here)
-    per_sample = as_result(np.asarray(np.sum(losses, axis=-1, dtype=np.float64) / n_classes),
-                           losses.dtype)
+    with np.errstate(invalid="ignore"):
+        per_sample = as_result(np.asarray(np.sum(losses, axis=-1, dtype=np.float64) / n_classes),
+                               losses.dtype)
     return per_sample, grad
 
 

@@ -241,3 +241,40 @@ def test_parallel_path_really_runs():
     assert serial == before, "a serial call must not start threads"
     assert parallel >= before + 7, f"n_threads=8 above the threshold started no team: {result.stdout}"
     assert small == parallel, "under the threshold the call must stay on the calling thread"
+
+
+# ------------------------------------------------- the losses of the second layout
+# One entry per loss (test_losses.ONE_PER_LOSS: weights, kinks, clamps and options on),
+# each just above the threshold, one dtype each (alternating) to keep big inputs few.
+
+from test_losses import ONE_PER_LOSS, kl_quiet, shaped_case  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(ONE_PER_LOSS))
+def test_new_losses_bit_identical_across_threads(name):
+    dtype = (np.float32, np.float64)[sorted(ONE_PER_LOSS).index(name) % 2]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    args, kwargs, loss_shape = shaped_case(name, BIG, rng, dtype)
+    assert args[0].size >= THRESHOLD
+    fused, forward = getattr(fl, name + "_with_grad"), getattr(fl, name)
+    with kl_quiet():
+        # ("mean" is "sum" over a denominator: the same block sums)
+        for reduction in ("none", "sum"):
+            go = rng.uniform(-2, 2, loss_shape).astype(dtype) if reduction == "none" else 0.7
+            want = fused(*args, reduction=reduction, grad_output=go, n_threads=1, **kwargs)
+            want_fwd = forward(*args, reduction=reduction, n_threads=1, **kwargs)
+            assert same_bits(want_fwd, want[0]), (name, reduction)
+            for n_threads in THREADS[1:]:
+                got = fused(*args, reduction=reduction, grad_output=go, n_threads=n_threads,
+                            **kwargs)
+                assert all(g is None and w is None or same_bits(g, w)
+                           for g, w in zip(got, want)), (name, reduction, n_threads)
+            fwd = forward(*args, reduction=reduction, n_threads=3, **kwargs)
+            assert same_bits(fwd, want_fwd), (name, reduction)
+            out = np.full(args[0].shape, np.nan, dtype)
+            if name == "gaussian_nll_loss":
+                out = (out, np.full(np.shape(args[2]), np.nan, dtype))
+            got = fused(*args, reduction=reduction, grad_output=go, n_threads=8, out=out,
+                        **kwargs)
+            for g, w, o in zip(got[1:], want[1:], out if isinstance(out, tuple) else (out,)):
+                assert g is o and same_bits(g, w), (name, reduction, "out=")

@@ -348,12 +348,19 @@ def _ce_kernel_args(dtype=np.float64):
                 loss_out=None, grad=np.empty_like(x), n_threads=1)
 
 
-def _pointwise_kernel_args(dtype=np.float64):
+def _elementwise_kernel_args(dtype=np.float64):
     x, t = good_args("mse_loss", dtype)
-    return dict(kind=0, input=x.reshape(-1), target=t.reshape(-1), weight=None,
-                weight_period=0, pos_weight=None, pos_weight_period=0, delta=1.0, reduction=1,
+    return dict(kind=0, input=x.reshape(-1), target=t.reshape(-1), aux=None, aux_period=0,
+                weight=None, weight_period=0, reduction=1, denominator=float(N * C),
                 grad_output=1.0, grad_output_elems=None, loss_out=None,
-                grad=np.empty(N * C, dtype), n_threads=1)
+                grad=np.empty(N * C, dtype), grad_aux=None, n_threads=1)
+
+
+def _class_rows_kernel_args(dtype=np.float64):
+    x, t = good_args("cross_entropy", dtype)
+    return dict(kind=0, input=x, target=t, weight=None, ignore_index=-100, has_ignore=True,
+                reduction=1, grad_output=1.0, grad_output_rows=None, loss_out=None,
+                grad=np.empty_like(x), n_threads=1)
 
 
 def _misaligned(a):
@@ -365,13 +372,15 @@ def _misaligned(a):
 def test_kernel_entries_check_their_arrays(simd_path):
     from fastloss import _dispatch
     kernels = _dispatch.kernels
-    ce, pw = _ce_kernel_args(), _pointwise_kernel_args()
+    ce, pw, rows = _ce_kernel_args(), _elementwise_kernel_args(), _class_rows_kernel_args()
     shared = np.zeros(N * C + 1)
     # what the entries return: a NumPy scalar of the call's dtype, None for "none"
     for dtype in (np.float32, np.float64):
         value = kernels.cross_entropy(**_ce_kernel_args(dtype))
         assert type(value) is np.dtype(dtype).type
-        value = kernels.pointwise_loss(**_pointwise_kernel_args(dtype))
+        value = kernels.elementwise_loss(**_elementwise_kernel_args(dtype))
+        assert type(value) is np.dtype(dtype).type
+        value = kernels.class_rows_loss(**_class_rows_kernel_args(dtype))
         assert type(value) is np.dtype(dtype).type
     assert kernels.cross_entropy(**dict(ce, reduction=0, loss_out=np.empty(N))) is None
 
@@ -411,8 +420,26 @@ def test_kernel_entries_check_their_arrays(simd_path):
         ("target", ValueError, dict(target=_misaligned(pw["target"]))),
         ("weight", ValueError, dict(weight=np.ones(C), weight_period=C + 1)),
         ("period", ValueError, dict(weight=np.ones(0), weight_period=0)),
+        ("aux", ValueError, dict(aux=np.ones(C), aux_period=C + 1)),
         ("out", ValueError, dict(grad=pw["target"])),
         ("grad_output_elems", ValueError, dict(reduction=0, grad_output_elems=np.ones(3))),
+        ("grad_aux", ValueError, dict(grad_aux=np.empty(N * C))),  # not Gaussian NLL
+        ("grad_aux", ValueError, dict(kind=13, aux=np.ones(N * C), aux_period=N * C,
+                                      grad_aux=pw["target"])),
     ]
     for name, exc, change in bad_pw:
-        raises(exc, name, kernels.pointwise_loss, **dict(pw, **change))
+        raises(exc, name, kernels.elementwise_loss, **dict(pw, **change))
+
+    bad_rows = [
+        ("input", TypeError, dict(input=rows["input"].astype(np.int64))),
+        ("input", ValueError, dict(input=rows["input"].reshape(-1))),
+        ("target", TypeError, dict(target=rows["target"].astype(np.int32))),
+        ("target", ValueError, dict(target=rows["target"][:-1])),
+        ("weight", ValueError, dict(weight=np.ones(C + 1))),
+        ("p", ValueError, dict(kind=1, p=3)),
+        ("out", ValueError, dict(input=shared[:-1].reshape(N, C), grad=shared[1:].reshape(N, C))),
+        ("loss_out", ValueError, dict(reduction=0, loss_out=np.empty(N - 1))),
+        ("target", IndexError, dict(target=np.full(N, C, np.int64))),
+    ]
+    for name, exc, change in bad_rows:
+        raises(exc, name, kernels.class_rows_loss, **dict(rows, **change))

@@ -30,7 +30,7 @@ TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol
 # The kernels' fixed blocks, so that inputs below span several of them.
 CE_BLOCK_ELEMS = _dispatch.kernels.BLOCK_SIZES["cross_entropy_elems"]
 CE_MAX_BLOCK_ROWS = _dispatch.kernels.BLOCK_SIZES["cross_entropy_max_rows"]
-POINTWISE_BLOCK = _dispatch.kernels.BLOCK_SIZES["pointwise"]
+ELEMENT_BLOCK = _dispatch.kernels.BLOCK_SIZES["elementwise"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_ce_out_is_input_in_place(simd_path, dtype, shape):
 # --------------------------------------------------------------------------------------------
 
 BCE_SHAPES = {37: (300, 37), 100: (97, 100)}  # several pointwise blocks, the last partial
-assert all(math.prod(shape) > 2 * POINTWISE_BLOCK for shape in BCE_SHAPES.values())
+assert all(math.prod(shape) > 2 * ELEMENT_BLOCK for shape in BCE_SHAPES.values())
 
 
 def bce_operand(kind, shape, rng, dtype, low=0.1, high=2.0):
@@ -1018,6 +1018,12 @@ def _fast_calls(dtype):
             ("mse_loss", (x3, y), dict(reduction=reduction)),
             ("huber_loss", (x3, y), dict(reduction=reduction, delta=0.5)),
             ("binary_cross_entropy_with_logits", (x3, y), dict(reduction=reduction)),
+            ("l1_loss", (x3, y), dict(reduction=reduction)),
+            ("smooth_l1_loss", (x3, y), dict(reduction=reduction, beta=0.5)),
+            ("soft_margin_loss", (x3, np.sign(y - 0.5)), dict(reduction=reduction)),
+            ("msle_loss", (np.abs(x3), y), dict(reduction=reduction)),
+            ("log_cosh_loss", (x3, y), dict(reduction=reduction)),
+            ("binary_cross_entropy", (y, (x3 > 0).astype(dtype)), dict(reduction=reduction)),
             ("mse_loss", (np.asarray(x3[0, 0, 0]), np.asarray(y[0, 0, 0])),
              dict(reduction=reduction)),  # 0-d
         ]
@@ -1026,12 +1032,13 @@ def _fast_calls(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_path_takes_canonical_calls(simd_path, dtype, monkeypatch):
-    from fastloss import functional
+    from fastloss import _class_rows, _elementwise
 
     def general_path(*args, **kwargs):
         raise AssertionError("a canonical call reached the general path")
 
-    monkeypatch.setattr(functional, "_float_input", general_path)
+    monkeypatch.setattr(_class_rows, "float_input", general_path)
+    monkeypatch.setattr(_elementwise, "float_input", general_path)
     for name, args, kwargs in _fast_calls(dtype):
         getattr(fl, name)(*args, **kwargs)
         getattr(fl, name + "_with_grad")(*args, **kwargs)
@@ -1064,16 +1071,18 @@ def test_fast_path_matches_general_path(simd_path, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_path_declines_what_needs_converting(simd_path, dtype, monkeypatch):
     """Every way an argument can need the general path is sent there (and still works)."""
-    from fastloss import functional
+    from fastloss import _class_rows, _elementwise
 
     general_calls = []
-    real_float_input = functional._float_input
+    real_float_input = _elementwise.float_input
 
     def counting(value):
         general_calls.append(1)
         return real_float_input(value)
 
-    monkeypatch.setattr(functional, "_float_input", counting)
+    # Each family's general path converts its input once, with float_input.
+    monkeypatch.setattr(_class_rows, "float_input", counting)
+    monkeypatch.setattr(_elementwise, "float_input", counting)
     rng = np.random.default_rng(91)
     x = rng.standard_normal((6, 4)).astype(dtype)
     t = rng.integers(0, 4, 6)

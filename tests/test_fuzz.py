@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import operator
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -723,6 +724,343 @@ def test_fuzz_cross_entropy(data):
 
 
 # ------------------------------------------------------------ garbage of every kind
+
+# ------------------------------------------------- the losses of the second layout
+# One table: per loss, its options (valid values, invalid values with the exception
+# they must raise), how its input and target are drawn from the example's values, and
+# the sizes of the terms its kernel adds (the tolerance scale where they cancel).
+
+def _opt(good, bad=()):
+    return good, bad
+
+
+NEW_LOSSES = {
+    # name: (options {name: (good, [(bad, exception)])}, family)
+    "mse_loss": ({}, "exact_weight"),
+    "l1_loss": ({}, "exact_weight"),
+    "huber_loss": ({"delta": _opt([1.0, 0.5, 3], [(0.0, ValueError), ("x", TypeError)])},
+                   "exact_weight"),
+    "smooth_l1_loss": ({"beta": _opt([1.0, 0.0, 0.25, 2], [(-1.0, ValueError), (np.nan, ValueError),
+                                                          ("1", TypeError)])}, "elementwise"),
+    "log_cosh_loss": ({}, "elementwise"),
+    "msle_loss": ({}, "elementwise"),
+    "binary_cross_entropy": ({}, "probabilities"),
+    "soft_margin_loss": ({}, "signs"),
+    "hinge_loss": ({"margin": _opt([1.0, 0.5, 0, -1.0], [("x", TypeError), (None, TypeError)]),
+                    "squared": _opt([False, True])}, "signs"),
+    "multilabel_soft_margin_loss": ({}, "multilabel"),
+    "sigmoid_focal_loss": ({"alpha": _opt([0.25, -1.0, 0.0, 1.0], [("a", TypeError)]),
+                            "gamma": _opt([2.0, 0.0, 1.5, 0.5], [(-1.0, ValueError)])},
+                           "binary"),
+    "kl_div": ({"log_target": _opt([False, True])}, "kl"),
+    "poisson_nll_loss": ({"log_input": _opt([True, False]), "full": _opt([False, True]),
+                          "eps": _opt([1e-8, 0.1], [("x", TypeError)])}, "counts"),
+    "gaussian_nll_loss": ({"full": _opt([False, True]),
+                           "eps": _opt([1e-6, 1e-3, 0.0], [(-1.0, ValueError)])}, "gaussian"),
+    "nll_loss": ({"ignore_index": _opt([-100, 1, -1], [(1.5, TypeError)])}, "rows"),
+    "multi_margin_loss": ({"p": _opt([1, 2], [(3, ValueError), (1.0, TypeError)]),
+                           "margin": _opt([1.0, 0.5, 0], [("m", TypeError)])}, "rows"),
+}
+
+
+def _term_sizes(name, x, y, kw, w):
+    """(loss, gradient) sizes of the terms each element's formula adds: the rounding of a
+    float32 kernel is relative to these where they cancel (float64 values of the inputs)."""
+    ax, ay = np.abs(x), np.abs(y)
+    with np.errstate(all="ignore"):
+        if name in ("mse_loss", "huber_loss"):
+            return w * (ax + ay) ** 2, 2 * w * (ax + ay)
+        if name == "l1_loss":
+            return w * (ax + ay), 0 * x
+        if name == "smooth_l1_loss":
+            beta = float(kw["beta"])
+            return ((ax + ay) ** 2 / beta if beta else ax + ay), ((ax + ay) / beta if beta else 0 * x)
+        if name == "log_cosh_loss":
+            return ax + ay, ax + ay
+        if name == "msle_loss":
+            r = np.abs(np.log1p(np.maximum(x, 1e-7))) + np.abs(np.log1p(np.maximum(y, 1e-7)))
+            return r * r, 2 * r / (1 + np.maximum(x, 1e-7))
+        if name == "binary_cross_entropy":
+            lx = np.minimum(-np.log(x), 100)
+            l1x = np.minimum(-np.log1p(-x), 100)
+            return (w * (ay * lx + np.abs(1 - y) * l1x),
+                    w * (ax + ay) / np.maximum(x * (1 - x), 1e-12))
+        if name in ("soft_margin_loss", "hinge_loss"):
+            m = float(kw.get("margin", 1.0))
+            t = np.abs(m) + ax * ay + 1
+            return (t * t, 2 * ay * t) if kw.get("squared") else (t, ay * t)
+        if name in ("multilabel_soft_margin_loss", "sigmoid_focal_loss"):
+            gamma = float(kw.get("gamma", 0.0))
+            amp = 1 + gamma * (ax + 1)  # q^gamma from exp(gamma log q)
+            return w * (ax + 1) * (1 + ay) * amp, w * (1 + ay) * (1 + gamma * (ax + 1)) * amp
+        if name == "kl_div":
+            p = np.exp(y) if kw["log_target"] else y
+            lp = y if kw["log_target"] else np.log(np.abs(y))
+            return np.abs(p) * (np.abs(lp) + ax + 1), np.abs(p)
+        if name == "poisson_nll_loss":
+            eps = float(kw["eps"])
+            if kw["log_input"]:
+                size, grad = np.exp(x) + ay * ax, np.exp(x) + ay
+            else:
+                size = ax + ay * np.abs(np.log(np.abs(x + eps))) + ay / np.abs(x + eps) * ax
+                grad = 1 + ay / np.abs(x + eps)
+            if kw["full"]:
+                size = size + ay * np.abs(np.log(ay)) + ay + np.abs(np.log(2 * np.pi * ay))
+            return size, grad
+    raise KeyError(name)
+
+
+def _draw_target(data, family, x_shape, label):
+    """Targets in the loss's domain (any real value is valid, but values far outside it
+    make the terms cancel beyond what a tolerance can say), in a random layout."""
+    v = np.nan_to_num(values(data, x_shape), nan=0.5, posinf=3.0, neginf=-3.0)
+    if family == "signs":
+        v = np.where(v < 0, -1.0, 1.0)
+    elif family in ("multilabel", "binary", "probabilities"):
+        v = np.abs(v) % 1.0
+        if data.draw(st.booleans(), label=f"{label} 0/1"):
+            v = np.round(v)
+    elif family == "kl":
+        v = np.abs(v) % 1.0
+    elif family == "counts":
+        v = np.floor(np.abs(v) % 20)
+    return v
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_new_losses(data):
+    """The losses of the second layout (one table entry each): every call returns what
+    the reference gives or raises an allowed exception naming the argument, and no
+    input is modified."""
+    hostile(data)
+    name = data.draw(st.sampled_from(sorted(NEW_LOSSES)), label="loss")
+    options, family = NEW_LOSSES[name]
+    want_grad = data.draw(st.booleans(), label="with_grad")
+    reasons, mem = [], []
+    rows = family == "rows"
+    if rows:
+        C = data.draw(st.sampled_from([1, 3, 7, 40]), label="C")
+        if name == "nll_loss":
+            shape = draw_shape(data, "batch", 0, 3)
+            x_shape = (C,) if not shape else shape[:1] + (C,) + shape[1:]
+        else:
+            shape = draw_shape(data, "batch", 0, 1)
+            x_shape = shape + (C,)
+        loss_shape = shape
+    else:
+        x_shape = draw_shape(data, "input", 1 if family == "multilabel" else 0,
+                             2 if family == "multilabel" else 3)
+        loss_shape = x_shape[:-1] if family == "multilabel" else x_shape
+    # input
+    x_kind = pick(data, ["float"], ["bad"], "x kind")
+    if x_kind == "float":
+        x_arr = float_array(data, x_shape, "input")
+        if family == "probabilities":
+            with np.errstate(all="ignore"):
+                in_range = np.abs(np.nan_to_num(x_arr.astype(np.float64), nan=0.5)) % 1.0
+                if not (_HOSTILITY[0] and data.draw(st.booleans(), label="bce raw")):
+                    x_arr = in_range.astype(x_arr.dtype)
+            with np.errstate(invalid="ignore"):
+                if not np.all((x_arr >= 0) & (x_arr <= 1)):
+                    reasons.append(("input", ValueError))
+        if name == "poisson_nll_loss" and data.draw(st.booleans(), label="x >= 0"):
+            x_arr = np.abs(x_arr)
+        x_obj, m = present(data, x_arr, "input")
+        mem += m
+        x_arr = np.asarray(x_obj)
+        result_dtype = x_arr.dtype
+    else:
+        x_arr = bad_array(data, x_shape, "input")
+        x_obj = x_arr
+        reasons.append(("input", TypeError))
+        mem.append(x_arr)
+        result_dtype = np.dtype(np.float64)
+    comp = compute_dtype(result_dtype)
+    # target
+    if rows:
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="t seed"))
+        t_arr = rng.integers(0, C, loss_shape)
+        t_kind = pick(data, ["ok", "int32"], ["range", "float"], "t kind")
+        if t_kind == "int32":
+            t_arr = t_arr.astype(np.int32)
+        elif t_kind == "range" and t_arr.size:
+            t_arr.reshape(-1)[-1] = C + 2
+            reasons.append(("target", IndexError))
+        elif t_kind == "float":
+            t_arr = t_arr.astype(np.float64)
+            reasons.append(("target", TypeError))
+    else:
+        t_arr = _draw_target(data, family, x_shape, "target").astype(
+            data.draw(st.sampled_from(FLOATS), label="target dtype"))
+        if pick(data, ["ok"], ["shape"], "t shape") == "shape":
+            t_arr = np.zeros(x_shape + (2,))
+            reasons.append(("target", ValueError))
+    t_obj, m = present(data, t_arr, "target")
+    mem += m
+    # options
+    kwargs = {}
+    for opt, (good, bad) in options.items():
+        choice = pick(data, [("ok", g) for g in good], [("bad", b) for b in bad], opt)
+        if choice[0] == "bad":
+            kwargs[opt], exc = choice[1]
+            reasons.append((opt, exc))
+        else:
+            kwargs[opt] = choice[1]
+    if name == "multi_margin_loss" and rows and len(x_shape) > 2:
+        reasons.append(("input", ValueError))
+    if family == "multilabel" and x_arr.ndim == 0:
+        reasons.append(("input", ValueError))
+    if rows and any(d == 0 for d in x_shape[1:2] if len(x_shape) > 1):
+        reasons.append(("input", ValueError))
+    # weight / var
+    w = None
+    if family == "exact_weight" or name in ("binary_cross_entropy", "multilabel_soft_margin_loss") \
+            or rows:
+        wkind = pick(data, ["none", "ok"], ["wrong"], "weight kind")
+        wshape = (x_shape if family in ("exact_weight", "probabilities") else
+                  (C,) if rows else x_shape[-1:])
+        if wkind == "ok":
+            with np.errstate(invalid="ignore"):  # (inf % 4 is NaN: a NaN weight is valid)
+                w = np.abs(float_array(data, wshape, "weight", comp)) % 4
+        elif wkind == "wrong":
+            w = np.ones(tuple(s + 1 for s in wshape) or (2,))
+            reasons.append(("weight", ValueError))
+        if w is not None:
+            w_obj, m = present(data, w, "weight")
+            mem += m
+            kwargs["weight"] = w_obj
+    var = None
+    if name == "gaussian_nll_loss":
+        vkind = pick(data, ["float", "full", "row"] + (["ones"] if len(x_shape) >= 2 else []),
+                     ["negative"], "var kind")
+        vrng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="var seed"))
+        if vkind == "float":
+            var = float(vrng.uniform(0, 3))
+        elif vkind == "negative":
+            var = -1.0
+            reasons.append(("var", ValueError))
+        else:
+            vshape = {"full": x_shape, "row": x_shape[:-1],
+                      "ones": x_shape[:-1] + (1,)}[vkind]
+            var = vrng.uniform(0, 3, vshape).astype(comp)
+            if vkind == "row" and not x_shape:
+                var = vrng.uniform(0, 3, x_shape).astype(comp)
+            mem.append(var)
+    # reduction, threads, grad_output, out
+    reduction = pick(data, list(REDUCTIONS) + (["batchmean"] if name == "kl_div" else []),
+                     ["avg", None], "reduction")
+    if reduction not in REDUCTIONS + ("batchmean",) or (reduction == "batchmean"
+                                                        and name != "kl_div"):
+        reasons.append(("reduction", ValueError))
+    n_threads, r = draw_threads(data)
+    reasons.append(r)
+    go = out = None
+    if want_grad:
+        go, r, m = draw_grad_output(data, loss_shape, reduction, comp)
+        if r is None and reduction == "batchmean" and np.ndim(go) and np.ndim(go) > 0:
+            r = ("grad_output", ValueError)
+        reasons.append(r)
+        mem += m
+        out, r = draw_out(data, x_obj, x_arr, result_dtype,
+                          [t_obj, kwargs.get("weight"), go, var])
+        reasons.append(r)
+        kwargs["grad_output"] = go
+        kwargs["out"] = (out, None) if name == "gaussian_nll_loss" and out is not None else out
+    args = (x_obj, t_obj) + ((var,) if name == "gaussian_nll_loss" else ())
+    snap = snapshot(mem + ([x_obj] if isinstance(x_obj, np.ndarray) else []))
+    x_vals, t_vals = np.array(x_arr), np.array(np.asarray(t_obj))
+    fn = getattr(fl, name + ("_with_grad" if want_grad else ""))
+
+    def call():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # kl_div's "mean"
+            return fn(*args, reduction=reduction, n_threads=n_threads, **kwargs)
+
+    def on_success(result):
+        if want_grad:
+            loss, grad = result[0], result[1]
+        else:
+            loss, grad = result, None
+        check_types(loss, grad, "none" if reduction == "none" else "mean", loss_shape, x_shape,
+                    result_dtype, want_grad)
+        rkw = {k: v for k, v in kwargs.items() if k not in ("grad_output", "out")}
+        if "weight" in rkw:
+            rkw["weight"] = np.asarray(rkw["weight"]).astype(comp)
+        for k in ("delta", "beta", "margin", "alpha", "gamma", "eps"):
+            if k in rkw:
+                rkw[k] = float(rkw[k])
+        y_ref = t_vals if rows else t_vals.astype(comp)
+        go_ref = None
+        if go is not None:
+            g = np.asarray(go)
+            go_ref = float(g) if g.ndim == 0 else g.astype(comp)
+        ref_args = (x_vals, y_ref) + ((var,) if name == "gaussian_nll_loss" else ())
+        rfn = getattr(ref, name + "_with_grad")
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            want = rfn(*ref_args, reduction=reduction, grad_output=go_ref, **rkw)
+            per = np.abs(np.asarray(rfn(*ref_args, reduction="none", **rkw)[0], np.float64))
+        x64 = x_vals.astype(np.float64)
+        n = max(per.size, 1)
+        denom = {"mean": n, "batchmean": x_vals.shape[0] if x_vals.ndim else 1}.get(reduction, 1)
+        gv_scale = None
+        if name in ("nll_loss", "multi_margin_loss"):
+            # sums of exact terms (nll) or of few roundings; the losses themselves set the scale
+            sizes = per * 4, 0.0
+        elif name == "gaussian_nll_loss":
+            v = np.asarray(var, np.float64)
+            if v.ndim and v.shape != x64.shape and v.shape == x64.shape[:-1]:
+                v = v[..., np.newaxis]
+            v = np.maximum(np.broadcast_to(v, x64.shape), float(rkw["eps"]))
+            d = np.abs(x64) + np.abs(np.asarray(y_ref, np.float64))
+            with np.errstate(all="ignore"):
+                sizes = 0.5 * (np.abs(np.log(v)) + d * d / v) + 1, d / v
+                gv_terms = 0.5 * (1 / v + d * d / (v * v))
+            gm = 1.0 if go_ref is None else np.abs(np.broadcast_to(np.asarray(go_ref, np.float64),
+                                                                   np.shape(per)))
+            if isinstance(var, np.ndarray):
+                vshape = np.shape(var)
+                full_terms = gv_terms * gm
+                if vshape != x64.shape:
+                    axes = (x64.ndim - 1,) if vshape == x64.shape[:-1] else tuple(
+                        i for i in range(x64.ndim) if vshape[i] == 1 and x64.shape[i] != 1)
+                    full_terms = np.sum(full_terms, axis=axes).reshape(vshape)
+                gv_scale = full_terms
+        else:
+            w64 = 1.0 if w is None else np.broadcast_to(
+                np.asarray(w, np.float64).reshape(np.shape(w)), x64.shape)
+            with np.errstate(all="ignore"):
+                sizes = _term_sizes(name, x64, np.asarray(y_ref, np.float64), rkw, w64)
+            if family == "multilabel":
+                sizes = (np.sum(sizes[0], axis=-1) / max(x_shape[-1], 1), sizes[1] / max(x_shape[-1], 1))
+        gmag = 1.0 if go_ref is None else np.abs(np.asarray(go_ref, np.float64))
+        if rows:
+            gmag = 1.0  # (their gradients are single products: no cancelling terms)
+        elif family == "multilabel" and np.ndim(gmag):
+            gmag = gmag[..., np.newaxis]  # one grad_output per sample, spread over C
+        if reduction == "none":
+            loss_scale = sizes[0]
+        else:
+            fin = np.asarray(sizes[0])[np.isfinite(sizes[0])]
+            loss_scale = float(np.sum(fin)) / (denom if reduction in ("mean", "batchmean")
+                                               else 1)
+            if name == "multilabel_soft_margin_loss" and reduction == "sum":
+                loss_scale = float(np.sum(fin))
+        grad_scale = gmag * np.asarray(sizes[1]) / (denom if reduction in ("mean", "batchmean")
+                                                    else 1)
+        loose = not all(v is None or np.all(np.isfinite(np.asarray(v, dtype=np.float64)))
+                        for v in (go_ref, rkw.get("weight")))
+        assert_close(loss, want[0], result_dtype, loss_scale, f"{name} loss", loose)
+        if want_grad:
+            assert_close(grad, want[1], result_dtype, grad_scale, f"{name} grad", loose)
+            if name == "gaussian_nll_loss" and want[2] is not None:
+                scale = gv_scale / (denom if reduction in ("mean", "batchmean") else 1)
+                assert result[2].dtype == result_dtype and result[2].shape == np.shape(var)
+                assert_close(result[2], want[2], result_dtype, scale, f"{name} grad_var", loose)
+
+    run_case(call, reasons, snap, x_obj, out, on_success)
+
 
 GARBAGE = [None, "abc", b"xyz", 3, 2.5, 1j, [], [[1.0], [2.0, 3.0]], {"a": 1}, object(),
            np.array([1.0, "a"], dtype=object), np.ones((2, 2), np.complex64),

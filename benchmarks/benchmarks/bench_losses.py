@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 import fastloss
+from fastloss import _bench
 
 LOSSES = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "huber_loss"]
 DTYPES = ["float32", "float64"]
@@ -152,3 +153,27 @@ class BCEOptions:
     def time_with_grad_out(self, option, dtype):
         fastloss.binary_cross_entropy_with_logits_with_grad(
             self.x, self.y, out=self.grad, n_threads=1, **self.kwargs)
+
+
+class OtherLosses:
+    """Fused forward + backward (the loss's default options, "mean" or its own default
+    reduction) of the losses beyond the first four, float32, single thread, built
+    as ``python -m fastloss bench`` builds them: rows of 10 classes or elements."""
+
+    params = [sorted(set(_bench.LOSSES) - {"ce", "bce", "mse", "huber"}), ["small", "large"]]
+    param_names = ["loss", "size"]
+    timeout = 300
+
+    def setup(self, loss, size):
+        spec = _bench.LOSSES[loss]
+        n = {"small": 10**4, "large": 10**7}[size]
+        case = _bench.Case(loss, (n // 10, 10) if spec.rows else (n,), "float32")
+        data = _bench.make_data(case)
+        self.args = (data["x"], data["target"], *data["args"])
+        self.grad = (data["grad"], None) if spec.extra else data["grad"]
+        self.kwargs = spec.kwargs
+        self.with_grad = getattr(fastloss, spec.function + "_with_grad")
+        self.with_grad(*self.args, out=self.grad, n_threads=1, **self.kwargs)
+
+    def time_with_grad_out(self, loss, size):
+        self.with_grad(*self.args, out=self.grad, n_threads=1, **self.kwargs)

@@ -51,7 +51,55 @@ SLOW_CALL_S = 0.5
 # call anyway, so its first call is not colder than the others.
 VERY_SLOW_CALL_S = 5.0
 MAX_SAMPLES = 25
-LOSS_LABELS = {"ce": "cross-entropy", "bce": "BCE with logits", "mse": "MSE", "huber": "Huber"}
+@dataclass(frozen=True)
+class Loss:
+    """How the bench calls one loss: its fastloss/reference function, options, data."""
+    label: str
+    function: str                   # fastloss's (and reference's) name, without _with_grad
+    rows: bool = False              # (N, C) scores with class-index labels; else elementwise
+    input: str = "normal"           # normal / probs / log_probs / positive (see _operand)
+    target: str = "normal"          # labels / binary / sign / normal / positive / probs
+    options: tuple[tuple[str, Any], ...] = ()
+    extra: str | None = None        # a third operand: "var" (gaussian_nll_loss)
+    torch: str | None = None        # torch.nn.functional's twin, else a torch-ops formula
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+LOSSES = {
+    "ce": Loss("cross-entropy", "cross_entropy", rows=True, target="labels",
+               torch="cross_entropy"),
+    "bce": Loss("BCE with logits", "binary_cross_entropy_with_logits", target="binary",
+                torch="binary_cross_entropy_with_logits"),
+    "mse": Loss("MSE", "mse_loss", torch="mse_loss"),
+    "huber": Loss("Huber", "huber_loss", torch="huber_loss"),
+    "nll": Loss("NLL", "nll_loss", rows=True, input="log_probs", target="labels",
+                torch="nll_loss"),
+    "bce-prob": Loss("BCE of probabilities", "binary_cross_entropy", input="probs",
+                     target="binary", torch="binary_cross_entropy"),
+    "multi-margin": Loss("multi-margin", "multi_margin_loss", rows=True, target="labels",
+                         torch="multi_margin_loss"),
+    "multilabel": Loss("multilabel soft margin", "multilabel_soft_margin_loss", rows=True,
+                       target="binary", torch="multilabel_soft_margin_loss"),
+    "soft-margin": Loss("soft margin", "soft_margin_loss", target="sign",
+                        torch="soft_margin_loss"),
+    "hinge": Loss("hinge", "hinge_loss", target="sign"),
+    "focal": Loss("sigmoid focal", "sigmoid_focal_loss", target="binary",
+                  options=(("reduction", "mean"),)),
+    "kl": Loss("KL divergence", "kl_div", input="log_probs", target="probs",
+               options=(("reduction", "batchmean"),), torch="kl_div"),
+    "l1": Loss("L1", "l1_loss", torch="l1_loss"),
+    "smooth-l1": Loss("smooth L1", "smooth_l1_loss", torch="smooth_l1_loss"),
+    "msle": Loss("MSLE", "msle_loss", input="positive", target="positive"),
+    "log-cosh": Loss("log-cosh", "log_cosh_loss"),
+    "poisson": Loss("Poisson NLL", "poisson_nll_loss", target="positive",
+                    torch="poisson_nll_loss"),
+    "gaussian": Loss("Gaussian NLL", "gaussian_nll_loss", extra="var",
+                     torch="gaussian_nll_loss"),
+}
+
 # (column key, header) in table order; "fastloss" is the baseline of the ratios.
 COLUMNS = [
     ("fastloss", "fastloss (out=)"),
@@ -62,6 +110,8 @@ COLUMNS = [
     ("np.exp", "np.exp"),
     ("memcpy", "memcpy"),
 ]
+# The losses scikit-learn's sklearn._loss has a twin of.
+SKLEARN_LOSSES = ("ce", "bce", "mse", "huber")
 PEER_NAMES = {"torch": "PyTorch", "sklearn": "scikit-learn", "np.exp": "np.exp",
               "memcpy": "memcpy", "reference": "the NumPy reference"}
 
@@ -70,8 +120,8 @@ PEER_NAMES = {"torch": "PyTorch", "sklearn": "scikit-learn", "np.exp": "np.exp",
 
 @dataclass(frozen=True)
 class Case:
-    loss: str                       # "ce", "bce", "mse", "huber"
-    shape: tuple[int, ...]          # ce: (N, C); pointwise: (n,)
+    loss: str                       # a key of LOSSES
+    shape: tuple[int, ...]          # rows: (N, C); elementwise: (n,)
     dtype: str                      # "float32" / "float64"
     tiny: bool = False              # per-call overhead case (µs, timeit loops)
     # Targets of issue #3: ("faster", peer, k): peer's time >= k * fastloss's;
@@ -85,23 +135,26 @@ class Case:
 
     @property
     def key(self) -> str:
-        dims = "x".join(map(str, self.shape)) if self.loss == "ce" else _short_count(self.size)
+        dims = ("x".join(map(str, self.shape)) if LOSSES[self.loss].rows
+                else _short_count(self.size))
         return f"{'tiny-' if self.tiny else ''}{self.loss}-{dims}-{_short_dtype(self.dtype)}"
 
     @property
     def label(self) -> str:
-        dims = ("\u00d7".join(map(str, self.shape)) if self.loss == "ce"
+        dims = ("\u00d7".join(map(str, self.shape)) if LOSSES[self.loss].rows
                 else _short_count(self.size))
         prefix = "tiny: " if self.tiny else ""
-        return f"{prefix}{LOSS_LABELS[self.loss]} {dims} {_short_dtype(self.dtype)}"
+        return f"{prefix}{LOSSES[self.loss].label} {dims} {_short_dtype(self.dtype)}"
 
     @property
     def bytes_moved(self) -> int:
         """Bytes a fused pass must read and write: inputs once, the gradient once."""
         item = np.dtype(self.dtype).itemsize
-        if self.loss == "ce":
+        spec = LOSSES[self.loss]
+        if spec.target == "labels":
             return 2 * self.size * item + self.shape[0] * 8  # logits + gradient + int64 labels
-        return 3 * self.size * item  # input + target + gradient
+        operands = 4 if spec.extra else 3  # input, target (, var) and the gradient
+        return operands * self.size * item
 
 
 def _short_dtype(dtype: str) -> str:
@@ -121,6 +174,11 @@ BCE_TARGETS = (("faster", "torch", 8.0), ("within", "np.exp", 3.0))
 COPY_TARGETS = (("within", "memcpy", 1.5),)
 F64 = (("f64_ahead",),)
 TINY_TARGETS = (("max_us", 3.0),)
+# Issue #12: each new loss's fused pass at least 5x torch's forward + backward.
+NEW_LOSS_TARGETS = (("faster", "torch", 5.0),)
+NEW_ROW_LOSSES = ("nll", "multi-margin", "multilabel")
+NEW_ELEMENTWISE_LOSSES = ("bce-prob", "soft-margin", "hinge", "focal", "kl", "l1", "smooth-l1",
+                          "msle", "log-cosh", "poisson", "gaussian")
 
 
 def full_cases() -> list[Case]:
@@ -143,7 +201,15 @@ def full_cases() -> list[Case]:
         Case("ce", (32, 10), "float64", tiny=True, targets=TINY_TARGETS + CE_TARGETS + F64),
         Case("mse", (100,), "float32", tiny=True, targets=TINY_TARGETS),
         Case("mse", (100,), "float64", tiny=True, targets=TINY_TARGETS + F64),
-    ]
+    ] + new_loss_cases((65536, 10), (10**7,))
+
+
+def new_loss_cases(rows: tuple[int, int], elements: tuple[int]) -> list[Case]:
+    """The losses of issue #12, float32: rows of class scores of shape `rows`, the
+    elementwise losses over `elements`."""
+    return ([Case(loss, rows, "float32", targets=NEW_LOSS_TARGETS) for loss in NEW_ROW_LOSSES]
+            + [Case(loss, elements, "float32", targets=NEW_LOSS_TARGETS)
+               for loss in NEW_ELEMENTWISE_LOSSES])
 
 
 def quick_cases() -> list[Case]:
@@ -157,7 +223,7 @@ def quick_cases() -> list[Case]:
         Case("huber", (10**4,), "float64", targets=COPY_TARGETS),
         Case("ce", (32, 10), "float32", tiny=True, targets=TINY_TARGETS + CE_TARGETS),
         Case("mse", (100,), "float32", tiny=True, targets=TINY_TARGETS),
-    ]
+    ] + new_loss_cases((256, 10), (10**4,))
 
 
 def scan_cases(quick: bool) -> list[Case]:
@@ -194,54 +260,95 @@ def _normal(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.
     return np.resize(block, shape)
 
 
-def make_data(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of a case: standard-normal logits, labels / 0-1 / normal targets."""
+def _operand(kind: str, shape: tuple[int, ...], dtype: str, rng: np.random.Generator):
+    """Data of one kind: normal; labels (class indices of (N, C) rows); binary (0/1);
+    sign (-1/1); positive (uniform in [0.01, 3]); probs / log_probs (softmax rows)."""
+    if kind == "normal":
+        return _normal(shape, dtype, rng)
+    if kind == "labels":
+        return rng.integers(0, shape[1], shape[0], dtype=np.int64)
+    if kind in ("binary", "sign"):
+        bits = rng.integers(0, 2, shape).astype(dtype)
+        return bits if kind == "binary" else 2 * bits - 1
+    if kind == "positive":
+        return rng.uniform(0.01, 3.0, shape).astype(dtype)
+    if kind == "probs" and len(shape) == 1:
+        return rng.uniform(0.01, 0.99, shape).astype(dtype)
+    logits = _normal(shape, dtype, rng).reshape(-1, shape[-1]).astype(np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return (log_p if kind == "log_probs" else np.exp(log_p)).reshape(shape).astype(dtype)
+
+
+def make_data(case: Case, seed: int = 0) -> dict[str, Any]:
+    """Inputs of a case, as its loss takes them (see _operand): "x", "target", extra
+    positional "args" and a gradient buffer "grad"."""
     rng = np.random.default_rng(seed)
-    x = _normal(case.shape, case.dtype, rng)
-    if case.loss == "ce":
-        target = rng.integers(0, case.shape[1], case.shape[0], dtype=np.int64)
-    elif case.loss == "bce":
-        target = rng.integers(0, 2, case.shape).astype(case.dtype)
-    else:
-        target = _normal(case.shape, case.dtype, rng)
-    return {"x": x, "target": target, "grad": np.empty_like(x)}
-
-
-_FASTLOSS_FUNCS = {"ce": "cross_entropy_with_grad",
-                   "bce": "binary_cross_entropy_with_logits_with_grad",
-                   "mse": "mse_loss_with_grad", "huber": "huber_loss_with_grad"}
+    spec = LOSSES[case.loss]
+    # Elementwise KL divergence: rows of 100 classes, each a distribution.
+    shape = (case.size // 100, 100) if spec.input == "log_probs" and not spec.rows else case.shape
+    x = _operand(spec.input, shape, case.dtype, rng)
+    data = {"x": x, "target": _operand(spec.target, shape, case.dtype, rng),
+            "grad": np.empty_like(x), "args": ()}
+    if spec.extra == "var":
+        data["args"] = (_operand("positive", shape, case.dtype, rng),)
+    return data
 
 
 def _fastloss_call(case: Case, data: dict, n_threads: int, out: bool) -> Callable[[], Any]:
     import fastloss
 
-    func = getattr(fastloss, _FASTLOSS_FUNCS[case.loss])
-    x, target, grad = data["x"], data["target"], data["grad"]
+    spec = LOSSES[case.loss]
+    func = getattr(fastloss, spec.function + "_with_grad")
+    x, target, args, kwargs = data["x"], data["target"], data["args"], spec.kwargs
     if out:
-        return lambda: func(x, target, out=grad, n_threads=n_threads)
-    return lambda: func(x, target, n_threads=n_threads)
+        grad = (data["grad"], None) if spec.extra else data["grad"]
+        return lambda: func(x, target, *args, out=grad, n_threads=n_threads, **kwargs)
+    return lambda: func(x, target, *args, n_threads=n_threads, **kwargs)
 
 
 def _reference_call(case: Case, data: dict) -> Callable[[], Any]:
     from fastloss import reference
 
-    func = getattr(reference, _FASTLOSS_FUNCS[case.loss])
-    x, target = data["x"], data["target"]
-    return lambda: func(x, target)
+    spec = LOSSES[case.loss]
+    func = getattr(reference, spec.function + "_with_grad")
+    x, target, args, kwargs = data["x"], data["target"], data["args"], spec.kwargs
+    return lambda: func(x, target, *args, **kwargs)
+
+
+def _torch_formula(loss: str, torch: Any) -> Callable[..., Any]:
+    """A loss that torch.nn.functional lacks, as a torch user writes it with torch
+    ops (autograd gives its gradient)."""
+    if loss == "hinge":
+        return lambda x, y: torch.relu(1.0 - y * x).mean()
+    if loss == "focal":
+        def focal(x, y, reduction):  # torchvision.ops.sigmoid_focal_loss, alpha 0.25, gamma 2
+            p = torch.sigmoid(x)
+            ce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+            p_t = p * y + (1 - p) * (1 - y)
+            return ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t) ** 2).mean()
+        return focal
+    if loss == "msle":
+        return lambda x, y: ((torch.log1p(x.clamp(min=1e-7)) - torch.log1p(y.clamp(min=1e-7)))
+                             ** 2).mean()
+    if loss == "log-cosh":
+        return lambda x, y: torch.log(torch.cosh(x - y)).mean()
+    raise KeyError(loss)
 
 
 def _torch_call(case: Case, data: dict) -> Callable[[], Any]:
     import torch
     import torch.nn.functional as F
 
+    spec = LOSSES[case.loss]
     x = torch.from_numpy(data["x"]).requires_grad_(True)
     target = torch.from_numpy(data["target"])
-    loss = {"ce": F.cross_entropy, "bce": F.binary_cross_entropy_with_logits,
-            "mse": F.mse_loss, "huber": F.huber_loss}[case.loss]
+    args = [torch.from_numpy(a) for a in data["args"]]
+    loss = getattr(F, spec.torch) if spec.torch else _torch_formula(case.loss, torch)
+    kwargs = spec.kwargs
 
     def run():
         x.grad = None
-        value = loss(x, target)
+        value = loss(x, target, *args, **kwargs)
         value.backward()
         return value
 
@@ -310,7 +417,9 @@ def candidates(case: Case, data: dict, n_threads: int) -> list[Candidate]:
         Candidate("fastloss_alloc", _fastloss_call(case, data, n_threads, out=False)),
         Candidate("reference", _reference_call(case, data)),
         _peer("torch", lambda: _torch_call(case, data)),
-        _peer("sklearn", lambda: _sklearn_call(case, data, n_threads)),
+        (_peer("sklearn", lambda: _sklearn_call(case, data, n_threads))
+         if case.loss in SKLEARN_LOSSES
+         else Candidate("sklearn", None, "n/a", "no twin in sklearn._loss")),
     ]
     if case.tiny or case.loss not in ("ce", "bce"):
         result.append(Candidate("np.exp", None, "n/a", "no exp in this loss / tiny case"))

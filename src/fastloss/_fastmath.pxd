@@ -5,7 +5,10 @@ Every function here is branch-free (ternaries become SIMD blends) and calls no
 libm function, so a loop over an array of them compiles to AVX-512/AVX2/SSE2/NEON
 code at whatever instruction set the module is built for. Build with
 ``-fno-trapping-math`` (it keeps NaN/inf semantics, unlike ``-ffast-math``) so the
-compiler may evaluate both sides of a ternary.
+compiler may evaluate both sides of a ternary. Each side of a ternary is a
+value computed before it, never a call or a division: Cython writes a ternary
+as if/else, and GCC turns only short branches into blends (a log or exp inside
+one left the whole loop scalar, 10-20x slower).
 
 Accuracy, checked against mpmath in tests/test_fastmath.py:
 - ``exp_nonpos``: <= 2 ulp on [ln(smallest normal), 0]; below that the result
@@ -15,7 +18,7 @@ Accuracy, checked against mpmath in tests/test_fastmath.py:
   order, so the result does not depend on the vector width of the build.
 """
 from cython cimport floating
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 
 cdef extern from *:
     """
@@ -126,6 +129,36 @@ cdef inline floating exp_nonpos(floating x) noexcept nogil:
     return zero if x < lowest else p
 
 
+cdef inline floating exp_any(floating x) noexcept nogil:
+    """exp(x) for any x, from one exp_nonpos: e = exp(-|x|), then e or 1/e (one
+    more rounding, so <= 3 ulp). exp_nonpos(-x) flushes to 0 below ln(smallest
+    normal) = -708.4 (float32: -87.3), so 1/e alone would overflow before exp
+    does (709.8, 88.7): above 700 (float32: 86) it is exp(x/2)^2 instead (x/2 is
+    exact; <= 6 ulp there), inf only where exp(x) overflows. NaN gives NaN."""
+    cdef floating one = 1, zero = 0, half = <floating>0.5  # typed: bare literals are C doubles
+    cdef floating halve_from
+    if floating is double:
+        halve_from = 700.0
+    else:
+        halve_from = 86.0
+    cdef bint big = x > halve_from
+    cdef floating a = -x if x > zero else x
+    cdef floating e = exp_nonpos(a * half if big else a)
+    cdef floating inv_e = one / e
+    cdef floating r = inv_e if x > zero else e
+    return r * r if big else r
+
+
+cdef inline floating pow_unit(floating q, floating gamma) noexcept nogil:
+    """q**gamma for q in [0, 1] and gamma >= 0 (0**0 = 1, as torch's pow): q*q
+    exactly for the common gamma = 2, else exp(gamma log q), with log 0 taken as
+    -1e30 so that gamma = 0 gives 1 there too. NaN gives NaN."""
+    cdef floating two = 2, floor = <floating>-1e30  # typed: bare literals are C doubles
+    cdef floating log_q = log_nonneg(q)
+    cdef floating general = exp_nonpos(gamma * (floor if log_q < floor else log_q))
+    return q * q if gamma == two else general
+
+
 cdef inline floating log_reduced(floating f, floating k, floating c) noexcept nogil:
     """k*ln2 + log(1 + f) + c for f in [sqrt(1/2) - 1, sqrt(2) - 1] and a small
     correction c, as fdlibm's log: log(1 + f) from the odd series in
@@ -165,12 +198,11 @@ cdef inline floating log1p_unit(floating z, floating u, floating inv_u) noexcept
     return log_reduced(m - one, k, (z - (u - one)) * inv_u)
 
 
-cdef inline floating log1p_nonneg(floating z) noexcept nogil:
-    """log(1 + z) for z >= 0 of any size: log of u = 1 + z by its exponent and
-    mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u. NaN gives NaN,
-    +inf gives +inf."""
+cdef inline floating log1p_finite(floating z, floating u) noexcept nogil:
+    """log(1 + z) given u = 1 + z, a positive normal number: log of u by its
+    exponent and mantissa, plus the rounding error of 1 + z, (z - (u - 1)) / u
+    (u - 1 is exact: for u >= 1/2 by Sterbenz, and below 1/2 u = 1 + z is)."""
     cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
-    cdef floating u = one + z
     cdef floating m, k
     if floating is double:
         m = mantissa_d(u)
@@ -180,8 +212,27 @@ cdef inline floating log1p_nonneg(floating z) noexcept nogil:
         k = exponent_f(u)
     k = k + one if m > <floating>1.4142135623730951 else k
     m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
+    return log_reduced(m - one, k, (z - (u - one)) / u)
+
+
+cdef inline floating log1p_nonneg(floating z) noexcept nogil:
+    """log(1 + z) for z >= 0 of any size. NaN gives NaN, +inf gives +inf."""
+    cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
+    cdef floating u = one + z
+    cdef floating r = log1p_finite(z, u)
     # NaN and +inf have no exponent and mantissa to split: they are their own log1p.
-    return log_reduced(m - one, k, (z - (u - one)) / u) if u < INFINITY else u
+    return r if u < INFINITY else u
+
+
+cdef inline floating log1p_any(floating z) noexcept nogil:
+    """log(1 + z) for any z: -inf at z = -1, NaN below (log1p(-p) for a
+    probability p keeps full accuracy for tiny p, where log(1 - p) does not)."""
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
+    cdef floating u = one + z
+    # 1 + z is 0 or a normal number: it rounds to a multiple of 2**-53 (2**-24).
+    cdef floating r = log1p_finite(z, u)
+    return (r if (u > zero) & (u < INFINITY)
+            else (-INFINITY if u == zero else (NAN if u < zero else u)))
 
 
 cdef inline floating log_normal(floating x) noexcept nogil:
@@ -198,8 +249,35 @@ cdef inline floating log_normal(floating x) noexcept nogil:
         k = exponent_f(x)
     k = k + one if m > <floating>1.4142135623730951 else k
     m = m * <floating>0.5 if m > <floating>1.4142135623730951 else m
+    cdef floating r = log_reduced(m - one, k, zero)
     # NaN and +inf have no exponent and mantissa to split: they are their own log.
-    return log_reduced(m - one, k, zero) if x < INFINITY else x
+    return r if x < INFINITY else x
+
+
+cdef inline floating log_nonneg(floating x) noexcept nogil:
+    """log(x) for any x >= 0, subnormals included (scaled by 2**64 into the
+    normal range first): 0 gives -inf, a negative x NaN, +inf +inf, NaN NaN."""
+    cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
+    cdef floating smallest_normal, scaled, r
+    if floating is double:
+        smallest_normal = 2.2250738585072014e-308
+    else:
+        smallest_normal = <float>1.17549435e-38
+    # 2**64 and 64 ln 2.
+    scaled = x * <floating>1.8446744073709552e19
+    r = (log_normal(scaled if x < smallest_normal else x)
+         - (<floating>44.3614195558365 if x < smallest_normal else zero))
+    return -INFINITY if x == zero else (NAN if x < zero else r)
+
+
+cdef inline floating sinh_small(floating h) noexcept nogil:
+    """sinh(h) for |h| <= 1/4 from its Taylor series to h**15/15! (the next
+    term is below 2**-60 of the sum there)."""
+    cdef floating h2 = h * h
+    return h * (<floating>1.0 + h2 * (<floating>0.16666666666666666 + h2 * (
+        <floating>0.008333333333333333 + h2 * (<floating>1.984126984126984e-04 + h2 * (
+            <floating>2.7557319223985893e-06 + h2 * (<floating>2.505210838544172e-08 + h2 * (
+                <floating>1.6059043836821613e-10 + h2 * <floating>7.647163731819816e-13)))))))
 
 
 cdef inline double combine_lanes(double* acc) noexcept nogil:

@@ -146,24 +146,22 @@ def cross_entropy_fast(input, target, weight, ignore_index, reduction, label_smo
     return (losses if code == REDUCTION_NONE else reduced_loss(value, typenum, code)), grad
 
 
-def pointwise_fast(PointwiseLoss kind, input, target, weight, pos_weight, delta, reduction,
-                   grad_output, out, n_threads, bint want_grad):
+def elementwise_fast(ElementwiseLoss kind, input, target, delta, reduction, grad_output, out,
+                     n_threads, bint want_grad):
     """(loss, gradient or None) of the elementwise loss `kind` for input and
-    target of the same shape and dtype, no weights, a positive float delta, a
-    default grad_output; otherwise NotImplemented."""
+    target of the same shape and dtype, no weights, a positive float `delta` (the
+    loss's one option, for the losses that have one: Huber's delta, smooth L1's
+    beta), a default grad_output; otherwise NotImplemented. Losses with other
+    options take the general path."""
     cdef int typenum, code, threads = thread_count(n_threads)
     cdef cnp.ndarray x, y, grad = None, losses = None
-    cdef double huber_delta, value
-    cdef void* loss_data
-    cdef void* grad_data
+    cdef Elementwise call
+    cdef double value
     cdef Span target_span
-    if weight is not None or pos_weight is not None or grad_output is not None or threads == 0:
+    if grad_output is not None or threads == 0 or type(delta) is not float:
         return NotImplemented
-    if type(delta) is not float:
-        return NotImplemented
-    huber_delta = delta
     code = reduction_code(reduction)
-    if not huber_delta > 0 or code < 0 or not cnp.PyArray_CheckExact(input):
+    if not delta > 0 or code < 0 or not cnp.PyArray_CheckExact(input):
         return NotImplemented
     typenum = cnp.PyArray_TYPE(<cnp.ndarray>input)
     if ((typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE)
@@ -183,16 +181,19 @@ def pointwise_fast(PointwiseLoss kind, input, target, weight, pos_weight, delta,
             grad = <cnp.ndarray>out
     if code == REDUCTION_NONE:
         losses = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum, 0)
-    loss_data = cnp.PyArray_DATA(losses) if losses is not None else NULL
-    grad_data = cnp.PyArray_DATA(grad) if grad is not None else NULL
+    call.target = cnp.PyArray_DATA(y)
+    call.aux = call.weight = call.grad_scale_elems = NULL
+    call.aux_period = call.weight_period = 0
+    call.loss_elems = cnp.PyArray_DATA(losses) if losses is not None else NULL
+    call.grad = cnp.PyArray_DATA(grad) if grad is not None else NULL
+    call.grad_aux = NULL
+    call.n = cnp.PyArray_SIZE(x)
+    call.options = ElementOptions(delta=delta, margin=1.0, alpha=0.25, gamma=2.0, eps=1e-8,
+                                  squared=False, log_target=False, log_input=True, full=False)
     if typenum == cnp.NPY_FLOAT:
-        value = pointwise_elems(
-            kind, <const float*>cnp.PyArray_DATA(x), <const float*>cnp.PyArray_DATA(y),
-            cnp.PyArray_SIZE(x), <const float*>NULL, 0, <const float*>NULL, 0, huber_delta,
-            code, 1.0, <const float*>NULL, <float*>loss_data, <float*>grad_data, threads)
+        value = elementwise_elems(kind, <const float*>cnp.PyArray_DATA(x), &call, code,
+                                  <double>call.n, 1.0, threads)
     else:
-        value = pointwise_elems(
-            kind, <const double*>cnp.PyArray_DATA(x), <const double*>cnp.PyArray_DATA(y),
-            cnp.PyArray_SIZE(x), <const double*>NULL, 0, <const double*>NULL, 0, huber_delta,
-            code, 1.0, <const double*>NULL, <double*>loss_data, <double*>grad_data, threads)
+        value = elementwise_elems(kind, <const double*>cnp.PyArray_DATA(x), &call, code,
+                                  <double>call.n, 1.0, threads)
     return (losses if code == REDUCTION_NONE else reduced_loss(value, typenum, code)), grad

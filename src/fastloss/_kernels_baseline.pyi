@@ -24,7 +24,7 @@ SIMD_PATH: str
 #: Inputs with fewer elements than this always run on the calling thread.
 PARALLEL_THRESHOLD: int
 #: The fixed blocks whose sums are added in order: keys "cross_entropy_elems",
-#: "cross_entropy_max_rows", "pointwise".
+#: "cross_entropy_max_rows", "class_rows_elems", "class_rows_max_rows", "elementwise".
 BLOCK_SIZES: dict[str, int]
 
 # Reduction codes shared with fastloss.functional.
@@ -32,10 +32,25 @@ REDUCTION_NONE: Final[int]
 REDUCTION_MEAN: Final[int]
 REDUCTION_SUM: Final[int]
 
-class PointwiseLoss(IntEnum):
+class ElementwiseLoss(IntEnum):
     MSE = 0
     HUBER = 1
     BCE_WITH_LOGITS = 2
+    L1 = 3
+    SMOOTH_L1 = 4
+    SOFT_MARGIN = 5
+    HINGE = 6
+    SIGMOID_FOCAL = 7
+    BINARY_CROSS_ENTROPY = 8
+    KL_DIV = 9
+    MSLE = 10
+    LOG_COSH = 11
+    POISSON_NLL = 12
+    GAUSSIAN_NLL = 13
+
+class ClassRowsLoss(IntEnum):
+    NLL = 0
+    MULTI_MARGIN = 1
 
 def built_with_openmp() -> bool:
     """True when the kernels were compiled with OpenMP (else n_threads is ignored)."""
@@ -59,23 +74,53 @@ def cross_entropy(
 ) -> _Float | None:
     """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient."""
 
-def pointwise_loss(
-    kind: PointwiseLoss | int,
+def class_rows_loss(
+    kind: ClassRowsLoss | int,
+    input: npt.NDArray[_Float],
+    target: npt.NDArray[np.int64],
+    weight: npt.NDArray[_Float] | None,
+    ignore_index: int,
+    has_ignore: bool,
+    reduction: int,
+    grad_output: float,
+    grad_output_rows: npt.NDArray[_Float] | None,
+    loss_out: npt.NDArray[_Float] | None,
+    grad: npt.NDArray[_Float] | None,
+    n_threads: int,
+    *,
+    p: int = 1,
+    margin: float = 1.0,
+) -> _Float | None:
+    """A class-rows loss of the rows of `input` (N, C), fused with its gradient."""
+
+def elementwise_loss(
+    kind: ElementwiseLoss | int,
     input: npt.NDArray[_Float],
     target: npt.NDArray[_Float],
+    aux: npt.NDArray[_Float] | None,
+    aux_period: int,
     weight: npt.NDArray[_Float] | None,
     weight_period: int,
-    pos_weight: npt.NDArray[_Float] | None,
-    pos_weight_period: int,
-    delta: float,
     reduction: int,
+    denominator: float,
     grad_output: float,
     grad_output_elems: npt.NDArray[_Float] | None,
     loss_out: npt.NDArray[_Float] | None,
     grad: npt.NDArray[_Float] | None,
+    grad_aux: npt.NDArray[_Float] | None,
     n_threads: int,
+    *,
+    delta: float = 1.0,
+    margin: float = 1.0,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    eps: float = 1e-8,
+    squared: bool = False,
+    log_target: bool = False,
+    log_input: bool = True,
+    full: bool = False,
 ) -> _Float | None:
-    """An elementwise loss over flat `input`/`target` (n,), fused with its gradient."""
+    """An elementwise loss over flat `input`/`target` (n,), fused with its gradients."""
 
 # The fast path (_fastpath.pxi): the arguments as the caller gave them to the
 # public function; (loss, gradient or None), or NotImplemented when they need
@@ -99,12 +144,10 @@ def cross_entropy_fast(
 ) -> _FastResult:
     """cross_entropy_with_grad's (loss, gradient or None) for canonical arguments, else NotImplemented."""
 
-def pointwise_fast(
-    kind: PointwiseLoss | int,
+def elementwise_fast(
+    kind: ElementwiseLoss | int,
     input: Any,
     target: Any,
-    weight: Any,
-    pos_weight: Any,
     delta: Any,
     reduction: Any,
     grad_output: Any,

@@ -18,7 +18,11 @@ Conventions shared by every function here:
   has input's shape and dtype and is the gradient of ``sum(grad_output * loss)`` with respect to
   ``input``.  ``grad_output=None`` means 1; for ``"none"`` it may be a scalar or an array of the
   loss's shape, for ``"sum"``/``"mean"`` it is a scalar.  Gradients are computed analytically, in
-  closed form, next to the loss formula they differentiate.
+  closed form, next to the loss formula they differentiate.  A loss with several differentiable
+  arrays returns one gradient per array, in argument order (``gaussian_nll_loss_with_grad``:
+  ``(loss, grad_input, grad_var)``); a gradient always has its array's shape and input's dtype.
+* Where a loss deliberately differs from torch (a finite limit where torch gives NaN or inf, a
+  NaN mean where torch returns garbage) its docstring says so.
 * ``"mean"`` with a zero denominator (empty input, all targets ignored, class weights of the kept
   targets summing to 0) gives NaN and an all-zero gradient; ``"sum"`` of nothing is 0.
 
@@ -26,6 +30,8 @@ This module is standalone: it imports only NumPy and the standard library.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -38,6 +44,34 @@ __all__ = [
     "mse_loss_with_grad",
     "huber_loss",
     "huber_loss_with_grad",
+    "l1_loss",
+    "l1_loss_with_grad",
+    "smooth_l1_loss",
+    "smooth_l1_loss_with_grad",
+    "nll_loss",
+    "nll_loss_with_grad",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_grad",
+    "multi_margin_loss",
+    "multi_margin_loss_with_grad",
+    "multilabel_soft_margin_loss",
+    "multilabel_soft_margin_loss_with_grad",
+    "soft_margin_loss",
+    "soft_margin_loss_with_grad",
+    "hinge_loss",
+    "hinge_loss_with_grad",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_with_grad",
+    "kl_div",
+    "kl_div_with_grad",
+    "msle_loss",
+    "msle_loss_with_grad",
+    "log_cosh_loss",
+    "log_cosh_loss_with_grad",
+    "poisson_nll_loss",
+    "poisson_nll_loss_with_grad",
+    "gaussian_nll_loss",
+    "gaussian_nll_loss_with_grad",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -78,6 +112,12 @@ def _reduce(per_item, reduction, denominator, grad_output):
     if denominator == 0:
         return np.float64(np.nan), np.zeros(per_item.shape)
     return total / denominator, np.full(per_item.shape, go / denominator)
+
+
+def _cast_grad(grad, dtype):
+    """A gradient in the caller's dtype, always an array (also for a 0-d input, where NumPy
+    arithmetic on 0-d arrays would hand back a scalar)."""
+    return np.asarray(grad).astype(dtype)
 
 
 def _cast_loss(loss, dtype, reduction):
@@ -275,7 +315,7 @@ def binary_cross_entropy_with_logits_with_grad(
     dper_elem = w * ((1.0 - y) * _sigmoid(x) - pw * y * _sigmoid(-x))
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
 def binary_cross_entropy_with_logits(
@@ -299,25 +339,41 @@ def binary_cross_entropy_with_logits(
 # --------------------------------------------------------------------------------------------
 
 
-def mse_loss_with_grad(input, target, reduction="mean", grad_output=None):
-    """Squared error and its gradient:  l = (x - y)^2,  dl/dx = 2 (x - y).
+def _elementwise_weight(weight, shape):
+    """float64 element weights of ``shape`` (all ones for None).
 
-    ``target`` has input's shape; ``"mean"`` averages over all elements.
+    torch 2.13's weighted ``mse_loss`` / ``l1_loss`` / ``huber_loss`` require ``weight.size() ==
+    input.size()`` (a ValueError otherwise, the API's job); broadcasting here is only a convenience.
+    """
+    if weight is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(weight, dtype=np.float64), shape)
+
+
+def mse_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=None):
+    """Squared error and its gradient:  l = w (x - y)^2,  dl/dx = 2 w (x - y).
+
+    ``target`` has input's shape; so has ``weight`` (w, default 1).  ``"mean"`` is
+    ``sum(w l) / sum(w)`` as torch 2.13 computes it with a weight (the plain mean over all elements
+    without one); ``sum(w) == 0`` is a zero denominator: NaN mean and an all-zero gradient (torch:
+    NaN gradient).
     """
     _check_reduction(reduction)
     x_in = np.asarray(input)
     dtype = x_in.dtype
     r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
-    per_elem = r**2
-    dper_elem = 2.0 * r
+    w = _elementwise_weight(weight, r.shape)
+    per_elem = w * r**2
+    dper_elem = w * 2.0 * r
 
-    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    denominator = per_elem.size if weight is None else np.sum(w)
+    loss, g = _reduce(per_elem, reduction, denominator, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
-def mse_loss(input, target, reduction="mean"):
-    """Mean squared error:  l = (x - y)^2, reduced by ``reduction``."""
-    return mse_loss_with_grad(input, target, reduction, grad_output=None)[0]
+def mse_loss(input, target, reduction="mean", weight=None):
+    """Mean squared error:  l = w (x - y)^2, reduced by ``reduction`` ("mean": sum(w l)/sum(w))."""
+    return mse_loss_with_grad(input, target, reduction, weight, grad_output=None)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,31 +381,704 @@ def mse_loss(input, target, reduction="mean"):
 # --------------------------------------------------------------------------------------------
 
 
-def huber_loss_with_grad(input, target, reduction="mean", delta=1.0, grad_output=None):
-    """Huber loss and its gradient, with r = x - y:
+def huber_loss_with_grad(
+    input, target, reduction="mean", delta=1.0, weight=None, grad_output=None
+):
+    """Huber loss and its gradient, with r = x - y and element weights w (default 1):
 
-        l = 0.5 r^2                    if |r| <= delta
-            delta (|r| - 0.5 delta)    otherwise        (both are 0.5 delta^2 at |r| == delta)
+        l = w 0.5 r^2                    if |r| <= delta
+            w delta (|r| - 0.5 delta)    otherwise        (both are 0.5 delta^2 at |r| == delta)
 
-        dl/dx = r                      if |r| <= delta
-                delta sign(r)          otherwise        = clip(r, -delta, delta)
+        dl/dx = w r                      if |r| <= delta
+                w delta sign(r)          otherwise        = w clip(r, -delta, delta)
 
-    ``target`` has input's shape; ``"mean"`` averages over all elements.
+    ``target`` and ``weight`` have input's shape.  ``"mean"`` averages over all elements, with a
+    weight too: torch 2.13's weighted Huber is ``mean(w l)``, *not* ``sum(w l) / sum(w)`` as its
+    weighted MSE and L1 are.
     """
     _check_reduction(reduction)
     x_in = np.asarray(input)
     dtype = x_in.dtype
     delta = float(delta)
     r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    w = _elementwise_weight(weight, r.shape)
     quadratic = np.abs(r) <= delta
     with np.errstate(over="ignore"):  # r**2 of a huge r in the unused branch
-        per_elem = np.where(quadratic, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
-    dper_elem = np.where(quadratic, r, delta * np.sign(r))  # == np.clip(r, -delta, delta)
+        per_elem = w * np.where(quadratic, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
+    dper_elem = w * np.where(quadratic, r, delta * np.sign(r))  # == w * np.clip(r, -delta, delta)
 
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), (g * dper_elem).astype(dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
-    """Huber loss:  0.5 r^2 if |r| <= delta else delta (|r| - 0.5 delta),  r = x - y."""
-    return huber_loss_with_grad(input, target, reduction, delta, grad_output=None)[0]
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """Huber loss:  w (0.5 r^2 if |r| <= delta else delta (|r| - 0.5 delta)),  r = x - y."""
+    return huber_loss_with_grad(input, target, reduction, delta, weight, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# L1 and smooth L1
+# --------------------------------------------------------------------------------------------
+
+
+def l1_loss_with_grad(input, target, reduction="mean", weight=None, grad_output=None):
+    """Absolute error and its gradient, with r = x - y and element weights w (default 1):
+
+        l = w |r|,    dl/dx = w sign(r)
+
+    ``sign(0) = 0``: at r == 0 the gradient is 0, torch's subgradient (``abs`` backward is
+    ``sgn``); a NaN residual gets 0 too (torch's ``sgn(NaN)`` is 0), its loss is NaN.  ``target`` and ``weight`` have input's shape; ``"mean"`` is ``sum(w l) / sum(w)``
+    with a weight (torch 2.13), the plain mean without; ``sum(w) == 0`` is a zero denominator:
+    NaN mean, all-zero gradient (torch: NaN gradient).
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    w = _elementwise_weight(weight, r.shape)
+    per_elem = w * np.abs(r)
+    # torch.sign(NaN) is 0 (numpy's is NaN): a NaN residual gets gradient 0, as in torch
+    dper_elem = w * np.where(np.isnan(r), 0.0, np.sign(r))
+
+    denominator = per_elem.size if weight is None else np.sum(w)
+    loss, g = _reduce(per_elem, reduction, denominator, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def l1_loss(input, target, reduction="mean", weight=None):
+    """L1 loss:  l = w |x - y|, reduced by ``reduction`` ("mean": sum(w l)/sum(w))."""
+    return l1_loss_with_grad(input, target, reduction, weight, grad_output=None)[0]
+
+
+def smooth_l1_loss_with_grad(input, target, reduction="mean", beta=1.0, grad_output=None):
+    """Smooth L1 loss and its gradient, with r = x - y:
+
+        l = 0.5 r^2 / beta         if |r| < beta
+            |r| - 0.5 beta         otherwise         (both are 0.5 beta at |r| == beta)
+
+        dl/dx = r / beta           if |r| < beta
+                sign(r)            otherwise         (both are sign(r) at |r| == beta)
+
+    The strict ``<`` is torch's; the two branches agree at ``|r| == beta`` in value and slope, so
+    the kink is harmless.  ``beta == 0`` is exactly :func:`l1_loss` (torch dispatches to it; the
+    quadratic branch would divide by 0 and is empty anyway), with ``sign(0) = 0``.  ``beta < 0``
+    is rejected by the API.  ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    beta = float(beta)
+    if beta == 0.0:  # torch calls l1_loss: no division by beta
+        return l1_loss_with_grad(input, target, reduction, grad_output=grad_output)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    r = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    quadratic = np.abs(r) < beta
+    with np.errstate(over="ignore"):  # r**2 of a huge r in the unused branch
+        per_elem = np.where(quadratic, 0.5 * r**2 / beta, np.abs(r) - 0.5 * beta)
+    dper_elem = np.where(quadratic, r / beta, np.sign(r))
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """Smooth L1:  0.5 r^2 / beta if |r| < beta else |r| - 0.5 beta,  r = x - y (beta=0: L1)."""
+    return smooth_l1_loss_with_grad(input, target, reduction, beta, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Negative log-likelihood
+# --------------------------------------------------------------------------------------------
+
+
+def nll_loss_with_grad(
+    input, target, weight=None, ignore_index=-100, reduction="mean", grad_output=None
+):
+    """Negative log-likelihood of log-probabilities and its gradient with respect to them.
+
+    Shapes as :func:`cross_entropy_with_grad` with class-index targets: input ``(N, C)`` with
+    target ``(N,)``; unbatched ``(C,)`` with a 0-d target; ``(N, C, d1..dk)`` with target
+    ``(N, d1..dk)``, exactly the flattened ``(N*d1*..*dk, C)`` computation.  Any integer target
+    dtype.  With class weights ``w`` (default all ones):
+
+        l_i = -w[y_i] x_{i, y_i}                      (0 for rows with y_i == ignore_index)
+        dl_i/dx_ij = -w[y_i] [j == y_i]               (0 for ignored rows)
+
+    ``ignore_index`` may be any integer, also a valid class (whose rows are then ignored).
+    ``"mean"`` divides by ``sum_{i kept} w[y_i]``; when that is 0 (all ignored, or zero weights)
+    the mean is NaN and the gradient all zeros (torch: NaN at the target entries for zero
+    weights).  ``"none"`` has the target's shape.  Convention (as in cross-entropy): a kept row
+    with ``w[y_i] == 0`` contributes exactly 0 even where ``x_{i, y_i} = -inf`` (torch: 0 * -inf
+    = NaN).  An ignored row contributes exactly 0 whatever its inputs hold.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    t_in = np.asarray(target)
+    dtype = x_in.dtype
+
+    x = _to_rows(x_in.astype(np.float64))  # (M, C)
+    M, C = x.shape
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    y = t_in.reshape(-1).astype(np.int64)
+    valid = y != ignore_index
+    y_safe = np.where(valid, y, 0)  # any in-range index; ignored rows are zeroed below
+    w_y = np.where(valid, w[y_safe], 0.0)
+    x_y = x[np.arange(M), y_safe]
+    with np.errstate(invalid="ignore"):
+        per_row = np.where(w_y == 0.0, 0.0, -w_y * x_y)  # 0 * -inf := 0; ignored rows: 0
+    denominator = np.sum(w_y)
+
+    loss, g = _reduce(per_row.reshape(t_in.shape), reduction, denominator, grad_output)
+    grad_rows = np.zeros((M, C))
+    # ignored rows stay exactly 0 whatever grad_output holds (NaN * 0 would leak in)
+    grad_rows[np.arange(M), y_safe] = np.where(valid, -w_y * g.reshape(-1), 0.0)
+    grad = _from_rows(grad_rows, x_in.shape)
+    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood:  l_i = -w[y_i] x_{i, y_i}  (``torch.nn.functional.nll_loss``).
+
+    Ignored rows give 0; ``"mean"`` divides by the summed weights of the kept rows.  See
+    :func:`nll_loss_with_grad`.
+    """
+    return nll_loss_with_grad(input, target, weight, ignore_index, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Binary cross-entropy on probabilities
+# --------------------------------------------------------------------------------------------
+
+_BCE_LOG_MIN = -100.0  # torch clamps each log at -100 so that p = 0 or 1 gives a finite loss
+# torch's binary_cross_entropy_backward clamps x (1 - x) from below at EPSILON = 1e-12, a C++
+# float constant even for double inputs: float32(1e-12) = 9.99999996e-13, so x = 0, y = 1 gives
+# -1.000000004e12 in float64.  We use the same number.
+_BCE_GRAD_EPS = float(np.float32(1e-12))
+
+
+def binary_cross_entropy_with_grad(
+    input, target, weight=None, reduction="mean", grad_output=None
+):
+    """Binary cross-entropy of probabilities and its gradient (torch 2.13 semantics):
+
+        l = -w [y max(log x, -100) + (1 - y) max(log1p(-x), -100)]
+        dl/dx = w (x - y) / max(x (1 - x), eps),   eps = float32(1e-12) = 9.99999996e-13
+
+    Both are torch's exact formulas (its backward's 1e-12 is a C++ float, even for doubles).
+    The clamp of the logs at -100 makes ``x = 0`` or ``1`` finite (loss 100 for a wrong certain
+    answer).  The gradient is *not* the derivative of the clamped loss: torch's backward ignores
+    the -100 clamp and clamps the denominator instead (so ``x = 0, y = 1`` gives -1/eps ~ -1e12,
+    not 0); we match it.  ``target`` has input's shape; ``weight`` broadcasts against it (torch
+    expands it to the target's shape).  ``"mean"`` is the plain mean over all elements.  Inputs
+    outside [0, 1] are the API's job (torch raises).
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+
+    with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
+        log_x = np.maximum(np.log(x), _BCE_LOG_MIN)
+        log_1mx = np.maximum(np.log1p(-x), _BCE_LOG_MIN)
+    per_elem = -w * (y * log_x + (1.0 - y) * log_1mx)
+    dper_elem = w * (x - y) / np.maximum(x * (1.0 - x), _BCE_GRAD_EPS)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross-entropy of probabilities, each log clamped at -100 as in torch:
+
+        l = -w [y max(log x, -100) + (1 - y) max(log1p(-x), -100)]
+
+    See :func:`binary_cross_entropy_with_grad`.
+    """
+    return binary_cross_entropy_with_grad(input, target, weight, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-class margin (multi_margin_loss)
+# --------------------------------------------------------------------------------------------
+
+
+def multi_margin_loss_with_grad(
+    input, target, p=1, margin=1.0, weight=None, reduction="mean", grad_output=None
+):
+    """Multi-class hinge loss (``torch.nn.functional.multi_margin_loss``) and its gradient.
+
+    Input ``(N, C)`` with target ``(N,)``, or unbatched ``(C,)`` with a 0-d target (torch also
+    takes a ``(1,)`` target there; ``"none"`` has the target's shape).  torch accepts no other
+    shapes (no K-dim form).  With ``z_ij = margin - x_{i, y_i} + x_ij`` and class weights ``w``:
+
+        l_i = w[y_i] / C  sum_{j != y_i} max(0, z_ij)^p           p in {1, 2}
+
+        dl_i/dx_ij     =  w[y_i] / C  h_ij          (j != y_i)
+        dl_i/dx_{i,y_i} = -sum_{j != y_i} dl_i/dx_ij
+        h_ij = [z_ij > 0] (p = 1),  2 max(0, z_ij) (p = 2)
+
+    At the kink ``z_ij == 0`` the (sub)gradient is 0, as torch (its kernel tests ``z > 0``).
+    ``"mean"`` divides by N; an empty batch gives NaN ("sum" 0) -- torch returns an
+    uninitialised value there.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    t_in = np.asarray(target)
+    dtype = x_in.dtype
+    x = np.atleast_2d(x_in.astype(np.float64))  # (N, C)
+    N, C = x.shape
+    y = t_in.reshape(-1).astype(np.int64)
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+
+    rows = np.arange(N)
+    other = np.arange(C)[np.newaxis, :] != y[:, np.newaxis]  # j != y_i
+    z = margin - x[rows, y][:, np.newaxis] + x
+    hinge = np.where(other, np.maximum(z, 0.0), 0.0)
+    scale = (w[y] / C)[:, np.newaxis]
+    per_row = np.sum(scale * (hinge if p == 1 else hinge**2), axis=1)
+    d_other = scale * (np.where(hinge > 0.0, 1.0, 0.0) if p == 1 else 2.0 * hinge)
+    d_rows = d_other.copy()
+    d_rows[rows, y] = -np.sum(d_other, axis=1)  # d_other is 0 at j == y_i
+
+    loss, g = _reduce(per_row.reshape(t_in.shape), reduction, N, grad_output)
+    grad = (g.reshape(-1)[:, np.newaxis] * d_rows).reshape(x_in.shape)
+    return _cast_loss(loss, dtype, reduction), grad.astype(dtype)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """Multi-class hinge loss:  l_i = w[y_i]/C sum_{j != y_i} max(0, margin - x_iy + x_ij)^p.
+
+    See :func:`multi_margin_loss_with_grad`.
+    """
+    return multi_margin_loss_with_grad(
+        input, target, p, margin, weight, reduction, grad_output=None
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-label soft margin
+# --------------------------------------------------------------------------------------------
+
+
+def _bce_logits_terms(x, y):
+    """Per-element -[y log sigmoid(x) + (1 - y) log sigmoid(-x)] and its slope sigmoid(x) - y.
+
+    Evaluated as in :func:`binary_cross_entropy_with_logits_with_grad` (pos_weight 1):
+    ``A |x| + log1p(exp(-|x|))`` with ``A = (1 - y) if x >= 0 else y``, ``A |x|`` := 0 when
+    ``A == 0`` (so infinite logits give the finite limit where there is one); the slope as
+    ``(1 - y) sigmoid(x) - y sigmoid(-x)`` which keeps its relative accuracy when tiny.
+    """
+    A = np.where(x >= 0, 1.0 - y, y)
+    abs_x = np.abs(x)
+    with np.errstate(invalid="ignore"):
+        A_abs_x = np.where(A == 0.0, 0.0, A * abs_x)  # 0 * inf := 0
+        value = A_abs_x + np.log1p(np.exp(-abs_x))
+    slope = (1.0 - y) * _sigmoid(x) - y * _sigmoid(-x)
+    return value, slope
+
+
+def multilabel_soft_margin_loss_with_grad(
+    input, target, weight=None, reduction="mean", grad_output=None
+):
+    """Multi-label soft margin loss (torch semantics) and its gradient.
+
+    The class axis is the *last* one (torch: ``class_dim = input.dim() - 1``), so ``(N, C)``,
+    ``(C,)`` and any ``(..., C)`` work; ``"none"`` gives ``input.shape[:-1]`` (a 0-d array for
+    ``(C,)``).  With per-class weights ``w`` broadcasting against input:
+
+        l_i = 1/C sum_c w_c [-(y_ic log sigmoid(x_ic) + (1 - y_ic) log sigmoid(-x_ic))]
+        dl_i/dx_ic = w_c (sigmoid(x_ic) - y_ic) / C
+
+    computed from the logits without overflow (log-sigmoid via ``log1p(exp(-|x|))``).
+    ``"mean"`` averages over the samples ``input.shape[:-1]``; none of them: NaN.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+    C = x.shape[-1]
+
+    value, slope = _bce_logits_terms(x, y)
+    per_sample = np.sum(w * value, axis=-1) / C
+    loss, g = _reduce(per_sample, reduction, per_sample.size, grad_output)
+    grad = g[..., np.newaxis] * w * slope / C
+    return _cast_loss(loss, dtype, reduction), _cast_grad(grad, dtype)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+    """l_i = mean_c w_c BCEWithLogits(x_ic, y_ic) over the last axis; see the ``_with_grad``."""
+    return multilabel_soft_margin_loss_with_grad(
+        input, target, weight, reduction, grad_output=None
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Soft margin and hinge
+# --------------------------------------------------------------------------------------------
+
+
+def soft_margin_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Soft margin (logistic) loss and its gradient, with z = y x:
+
+        l = log(1 + exp(-z)) = max(-z, 0) + log1p(exp(-|z|))
+        dl/dx = -y sigmoid(-z)          (torch: y (sigmoid(z) - 1))
+
+    The stable form is finite for every finite z: **deliberate deviation from torch**, which
+    evaluates ``log1p(exp(-z))`` literally and overflows to inf (gradient NaN) once
+    ``-z > ~88.7`` (float32) / ``~709.8`` (float64).  Targets are usually +-1 but are not
+    checked (torch does not either).  ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    z = y * x
+    per_elem = np.maximum(-z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+    dper_elem = -y * _sigmoid(-z)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def soft_margin_loss(input, target, reduction="mean"):
+    """Soft margin loss:  l = log(1 + exp(-y x)), finite for any finite y x."""
+    return soft_margin_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+def hinge_loss_with_grad(
+    input, target, margin=1.0, squared=False, reduction="mean", grad_output=None
+):
+    """Binary hinge loss (optax ``hinge_loss``, Keras ``Hinge`` / ``SquaredHinge``, sklearn
+    ``hinge_loss``; no torch twin) and its gradient, with z = margin - y x, y in {-1, +1}:
+
+        l = max(0, z)               dl/dx = -y [z > 0]
+        l = max(0, z)^2 (squared)   dl/dx = -2 y max(0, z)
+
+    At the kink ``z == 0`` the subgradient is 0 (as ``relu``'s in torch/JAX).  Keras converts
+    {0, 1} targets to +-1 and averages over the last axis; we take +-1 targets as given and
+    ``"none"`` is per element.  ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    h = np.maximum(margin - y * x, 0.0)
+    if squared:
+        per_elem, dper_elem = h**2, -2.0 * y * h
+    else:
+        per_elem, dper_elem = h, np.where(h > 0.0, -y, 0.0)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def hinge_loss(input, target, margin=1.0, squared=False, reduction="mean"):
+    """Hinge loss:  max(0, margin - y x)  (its square if ``squared``), y in {-1, +1}."""
+    return hinge_loss_with_grad(input, target, margin, squared, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Sigmoid focal loss
+# --------------------------------------------------------------------------------------------
+
+
+def sigmoid_focal_loss_with_grad(
+    input, target, alpha=0.25, gamma=2.0, reduction="none", grad_output=None
+):
+    """Sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``) and its gradient.
+
+    With s = sigmoid(x), the BCE-with-logits term ``ce = -[y log s + (1 - y) log(1 - s)]``,
+    ``q = 1 - p_t = y (1 - s) + (1 - y) s`` and ``a_t = alpha y + (1 - alpha)(1 - y)``
+    (``a_t = 1`` when ``alpha < 0``, torchvision's "no weighting"):
+
+        l = a_t q^gamma ce
+
+    Gradient, from ``dce/dx = s - y`` and ``dq/dx = (1 - 2y) s (1 - s)``:
+
+        dl/dx = a_t [ q^gamma (s - y) + gamma q^(gamma - 1) (1 - 2y) s (1 - s) ce ]
+
+    Computed from the logits so that it is finite for logits of +-1e4 (float32) / +-1e30
+    (float64): ``ce`` as ``A |x| + log1p(exp(-|x|))`` (see :func:`_bce_logits_terms`), s and
+    1 - s = sigmoid(-x) each through a sigmoid that never overflows, and ``s - y`` as
+    ``(1 - y) s - y (1 - s)``.  The second term is taken as 0 where ``q == 0`` (only when s
+    saturates to exactly y in {0, 1}; then ``s (1 - s) = 0`` and ``ce -> 0`` too, and the limit is
+    0 for every gamma >= 0, whereas ``q^(gamma - 1)`` alone would be inf for gamma < 1).
+    ``q^0 = 1`` (gamma = 0 is BCE with logits times a_t).  Default reduction ``"none"`` as in
+    torchvision; ``"mean"`` averages over all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    alpha, gamma = float(alpha), float(gamma)
+
+    s, s_neg = _sigmoid(x), _sigmoid(-x)  # s and 1 - s, both without cancellation
+    ce, dce = _bce_logits_terms(x, y)
+    q = y * s_neg + (1.0 - y) * s
+    a_t = alpha * y + (1.0 - alpha) * (1.0 - y) if alpha >= 0 else np.ones_like(x)
+    q_gamma = q**gamma
+    per_elem = a_t * q_gamma * ce
+    with np.errstate(divide="ignore", invalid="ignore"):  # q = 0 is replaced by its limit 0
+        focal_term = np.where(
+            q > 0.0, gamma * q ** (gamma - 1.0) * (1.0 - 2.0 * y) * s * s_neg * ce, 0.0
+        )
+    dper_elem = a_t * (q_gamma * dce + focal_term)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
+    """Sigmoid focal loss:  a_t (1 - p_t)^gamma BCEWithLogits(x, y)  (torchvision semantics)."""
+    return sigmoid_focal_loss_with_grad(input, target, alpha, gamma, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Kullback-Leibler divergence
+# --------------------------------------------------------------------------------------------
+
+_KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size. "
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition. "
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
+def kl_div_with_grad(input, target, reduction="mean", log_target=False, grad_output=None):
+    """KL divergence ``torch.nn.functional.kl_div`` (input: log-probabilities) and its gradient
+    with respect to ``input`` only:
+
+        l = t (log t - x)           dl/dx = -t              (log_target=False)
+        l = exp(t) (t - x)          dl/dx = -exp(t)         (log_target=True)
+
+    A target probability of 0 (``t == 0``, or ``t == -inf`` with log_target) contributes exactly 0,
+    the limit of ``t log t`` (torch's ``xlogy``); that holds even where ``x = -inf``, where torch
+    computes ``0 * -inf = NaN`` (the cross-entropy convention, deliberately).  Negative ``t``
+    gives NaN, as ``xlogy`` does.  Reductions: ``"none"``, ``"sum"``, ``"batchmean"`` = sum /
+    ``input.shape[0]`` (a 0-d input: the sum, as torch; an empty batch: NaN), ``"mean"`` = sum /
+    number of elements, which warns (``UserWarning``, as torch) because it is not the KL
+    divergence.
+    """
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+    return _kl_div(input, target, reduction, log_target, grad_output)
+
+
+def _kl_div(input, target, reduction, log_target, grad_output):
+    if reduction not in ("none", "batchmean", "sum", "mean"):
+        raise ValueError(
+            f"reduction must be one of 'none', 'batchmean', 'sum', 'mean'; got {reduction!r}"
+        )
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if log_target:
+            p = np.exp(t)
+            per_elem = np.where(p == 0.0, 0.0, p * (t - x))  # exp(-inf) * (-inf - x) := 0
+        else:
+            p = t
+            per_elem = np.where(t == 0.0, 0.0, t * np.log(t) - t * x)  # xlogy(0, 0) = 0
+    dper_elem = -p
+
+    if reduction == "batchmean":
+        denominator = x.shape[0] if x.ndim > 0 else 1  # torch: a 0-d input is just summed
+        reduction = "mean"
+    else:
+        denominator = per_elem.size
+    loss, g = _reduce(per_elem, reduction, denominator, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """KL divergence:  t (log t - x)  (``exp(t) (t - x)`` with log_target), input log-probs.
+
+    ``"batchmean"`` divides the sum by ``input.shape[0]``; ``"mean"`` by the element count (and
+    warns).  See :func:`kl_div_with_grad`.
+    """
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+    return _kl_div(input, target, reduction, log_target, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Regression losses without a torch twin: MSLE (Keras), log-cosh (Keras / optax)
+# --------------------------------------------------------------------------------------------
+
+_MSLE_EPS = 1e-7  # Keras' backend.epsilon(): both sides are clamped below at it
+
+
+def msle_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Mean squared logarithmic error (Keras 3 ``MeanSquaredLogarithmicError``) and its gradient:
+
+        x' = max(x, 1e-7),  y' = max(y, 1e-7),  d = log1p(x') - log1p(y')
+        l = d^2,            dl/dx = 2 d / (1 + x')  where x >= 1e-7,  0 where x < 1e-7
+
+    The clamp keeps ``log1p`` away from ``x <= -1``; where the prediction is clamped the loss
+    does not depend on it, so the gradient is 0 (at ``x == 1e-7`` exactly, the unclamped side,
+    as TensorFlow's ``maximum`` gradient).  Keras writes ``log(x' + 1)``; ``log1p`` is the same
+    value, more accurately.  **Differences from Keras:** ``"none"`` is per element (Keras averages
+    over the last axis first) and ``"mean"`` averages over all elements (the same number as
+    Keras' mean of per-sample means when every sample has the same length).
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    xc = np.maximum(x, _MSLE_EPS)
+    d = np.log1p(xc) - np.log1p(np.maximum(y, _MSLE_EPS))
+    per_elem = d**2
+    dper_elem = np.where(x >= _MSLE_EPS, 2.0 * d / (1.0 + xc), 0.0)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def msle_loss(input, target, reduction="mean"):
+    """MSLE:  (log1p(max(x, 1e-7)) - log1p(max(y, 1e-7)))^2, reduced per element (not per row)."""
+    return msle_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+_LOG2 = np.log(2.0)
+
+
+def log_cosh_loss_with_grad(input, target, reduction="mean", grad_output=None):
+    """Log-cosh loss (Keras ``LogCosh``, optax ``log_cosh``) and its gradient, with d = x - y:
+
+        l = log(cosh(d)) = |d| + log1p(exp(-2|d|)) - log 2,     dl/dx = tanh(d)
+
+    The form never overflows (``cosh`` does for ``|d| > ~710``; exp(-2|d|) <= 1).  It is exact to
+    an absolute error of ~1 ulp of log 2 (~1e-16), so for ``|d| < ~1e-4`` (loss ~ d^2/2 < 5e-9)
+    its *relative* error grows; compare such values with an absolute tolerance.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    d = x_in.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    abs_d = np.abs(d)
+    per_elem = abs_d + np.log1p(np.exp(-2.0 * abs_d)) - _LOG2
+    dper_elem = np.tanh(d)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def log_cosh_loss(input, target, reduction="mean"):
+    """Log-cosh:  log(cosh(x - y)), evaluated as |d| + log1p(exp(-2|d|)) - log 2."""
+    return log_cosh_loss_with_grad(input, target, reduction, grad_output=None)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Poisson and Gaussian negative log-likelihood
+# --------------------------------------------------------------------------------------------
+
+
+def poisson_nll_loss_with_grad(
+    input, target, log_input=True, full=False, eps=1e-8, reduction="mean", grad_output=None
+):
+    """Poisson negative log-likelihood (torch semantics) and its gradient:
+
+        log_input=True:   l = exp(x) - y x,             dl/dx = exp(x) - y
+        log_input=False:  l = x - y log(x + eps),       dl/dx = 1 - y / (x + eps)
+
+    ``full`` adds the Stirling term ``y log y - y + 0.5 log(2 pi y)`` (constant in x), only where
+    ``y > 1``: torch masks it with ``masked_fill(y <= 1, 0)``, so a NaN target keeps its NaN (we
+    write it the same way).  ``eps`` keeps ``log`` finite at ``x = 0``.  ``"mean"`` averages over
+    all elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if log_input:
+            per_elem = np.exp(x) - y * x
+            dper_elem = np.exp(x) - y
+        else:
+            per_elem = x - y * np.log(x + eps)
+            dper_elem = 1.0 - y / (x + eps)
+        if full:
+            stirling = y * np.log(y) - y + 0.5 * np.log(2.0 * np.pi * y)
+            per_elem = per_elem + np.where(y <= 1.0, 0.0, stirling)  # torch's masked_fill
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * dper_elem, dtype)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    """Poisson NLL:  exp(x) - y x (log_input) or x - y log(x + eps), + Stirling where y > 1."""
+    return poisson_nll_loss_with_grad(
+        input, target, log_input, full, eps, reduction, grad_output=None
+    )[0]
+
+
+def _sum_to_shape(a, shape):
+    """Sum ``a`` over the axes that broadcasting ``shape`` up to ``a.shape`` created."""
+    lead = a.ndim - len(shape)
+    a = a.sum(axis=tuple(range(lead))) if lead else a
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    return a.sum(axis=axes, keepdims=True) if axes else a
+
+
+def gaussian_nll_loss_with_grad(
+    input, target, var, full=False, eps=1e-6, reduction="mean", grad_output=None
+):
+    """Gaussian negative log-likelihood (torch semantics); returns
+    ``(loss, grad_input, grad_var)``.  With r = x - y and v' = max(var, eps):
+
+        l = 0.5 (log v' + r^2 / v')  (+ 0.5 log(2 pi) if ``full``)
+        dl/dx = r / v'
+        dl/dvar = 0.5 (1 / v' - r^2 / v'^2)      evaluated at v', *also where var < eps*
+
+    torch clamps a clone of ``var`` in place under ``no_grad``, so autograd differentiates
+    ``l(v')`` and passes that gradient straight through the clamp to ``var`` (no zeroing where
+    it was clamped); we match it.  ``eps`` is documented by torch as "added to var" but is a clamp.
+
+    ``var``: a Python float (one variance for all; ``grad_var`` is then None), an array of
+    input's shape, one of ``input.shape[:-1]`` (torch unsqueezes it to ``(..., 1)``: one variance
+    per row), or one of input's ndim with exactly one mismatching dimension, of size 1 (e.g.
+    ``(N, 1)``, ``(4, 1, 32, 32)`` for ``(4, 3, 32, 32)``); other shapes are the API's ValueError
+    (e.g. a 0-d var with a 2-d input).  ``grad_var`` has var's own shape, summed over the
+    broadcast dimensions.  Negative var is the API's error.  ``"mean"`` averages over all
+    elements.
+    """
+    _check_reduction(reduction)
+    x_in = np.asarray(input)
+    dtype = x_in.dtype
+    x = x_in.astype(np.float64)
+    r = x - np.asarray(target, dtype=np.float64)
+    var_is_float = isinstance(var, (float, int)) and not isinstance(var, (bool, np.ndarray))
+    v_in = np.asarray(var, dtype=np.float64)
+    v = v_in
+    if v.shape != x.shape and v.shape == x.shape[:-1]:
+        v = v[..., np.newaxis]  # torch: homoscedastic per row, var.unsqueeze(-1)
+    vc = np.maximum(np.broadcast_to(v, x.shape), eps)  # NaN stays NaN, as torch's clamp_
+    per_elem = 0.5 * (np.log(vc) + r**2 / vc)
+    if full:
+        per_elem = per_elem + 0.5 * np.log(2.0 * np.pi)
+    dper_dx = r / vc
+    dper_dvar = 0.5 * (1.0 / vc - r**2 / vc**2)
+
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    grad_input = _cast_grad(g * dper_dx, dtype)
+    if var_is_float:
+        grad_var = None
+    else:
+        grad_var = _cast_grad(_sum_to_shape(g * dper_dvar, v.shape).reshape(v_in.shape), dtype)
+    return _cast_loss(loss, dtype, reduction), grad_input, grad_var
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """Gaussian NLL:  0.5 (log max(var, eps) + (x - y)^2 / max(var, eps)) (+ 0.5 log 2 pi)."""
+    return gaussian_nll_loss_with_grad(
+        input, target, var, full, eps, reduction, grad_output=None
+    )[0]

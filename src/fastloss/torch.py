@@ -133,6 +133,7 @@ class _Loss:
     eager: Callable = field(default=None, repr=False)  # type: ignore[assignment]
     eager_with_grad: Callable = field(default=None, repr=False)  # type: ignore[assignment]
     function: Callable = field(default=None, repr=False)  # type: ignore[assignment]
+    module_class: type | None = field(default=None, repr=False)
 
 
 _LOSSES = [
@@ -186,7 +187,7 @@ def _drop_axis(shape: torch.Size, axis: int | None) -> tuple[int, ...]:
 def _kernel(loss: _Loss, with_grad: bool) -> Callable:
     """The CPU implementation of ``fastloss::<name>`` (``_with_grad``): op arguments are
     the tensors, then the options, then n_threads (0: torch.get_num_threads())."""
-    func = getattr(_functional, loss.name + ("_with_grad" if with_grad else ""))
+    func_name = loss.name + ("_with_grad" if with_grad else "")
     count = len(loss.tensors)
     positions = [loss.tensors.index(name) for name in loss.differentiable]
 
@@ -196,6 +197,7 @@ def _kernel(loss: _Loss, with_grad: bool) -> Callable:
         compute = torch.float32 if dtype in _HALF else None
         arrays = {name: _array(t, compute) for name, t in zip(loss.tensors, tensors)}
         kwargs = dict(zip(loss.options, options))
+        func = getattr(_functional, func_name)  # looked up per call, so tests can spy on it
         result = func(**arrays, **kwargs, n_threads=n_threads or torch.get_num_threads())
         if not with_grad:
             return _tensor(result, dtype)
@@ -528,12 +530,19 @@ def patched() -> Iterator[None]:
 
 # --------------------------------------------------------------------- build
 
+def _register(loss: _Loss) -> None:
+    """Everything of one table entry: its ops, its function, its module."""
+    if loss.twin:
+        _ORIGINALS[loss.name] = getattr(F, loss.name)
+    _build(loss)
+    loss.function = _function(loss)
+    if loss.module is not None:
+        loss.module_class = _module(loss)
+
+
 for _entry in _LOSSES:
-    if _entry.twin:
-        _ORIGINALS[_entry.name] = getattr(F, _entry.name)
-    _build(_entry)
-    _entry.function = _function(_entry)
+    _register(_entry)
     globals()[_entry.name] = _entry.function
-    if _entry.module is not None:
-        globals()[_entry.module[0]] = _module(_entry)
+    if _entry.module_class is not None:
+        globals()[_entry.module_class.__name__] = _entry.module_class
 del _entry

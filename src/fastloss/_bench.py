@@ -23,6 +23,13 @@ loops of calls (timeit style) and report microseconds per call. Every other
 column is that candidate's time divided by fastloss's (``>1``: fastloss is faster).
 A peer that is not installed is reported as absent.
 
+``--torch`` instead times the PyTorch adapter (``fastloss.torch``) through autograd:
+forward + ``.backward()`` against ``torch.nn.functional`` on the large cases, the
+per-call overhead of a tiny call above the raw NumPy call, and a real training step
+(a 32000-way output layer, batch 1024, one thread: forward, loss, backward, SGD) with
+torch's loss and then ``fastloss.torch.patched()``, with the share of the step the
+loss takes in each.
+
 ``--threads-scan`` instead times fastloss with 1 and with 2 (``--threads``)
 threads over a range of sizes: the parallel speedup of large inputs and the
 no-slowdown check of small ones. ``--json PATH`` writes all results as data.
@@ -584,6 +591,163 @@ def run_scan(cases: list[Case], threads: int, *, budget: float, sample_time: flo
                      ">= 1e6 elements: speedup >= 1.05 (faster)"}
 
 
+# --------------------------------------------------------------- fastloss.torch
+
+# Issue 14's targets: at least this many times faster than torch through autograd on
+# every large case; a tiny call at most this many µs above the raw NumPy call.
+TORCH_SPEEDUP = 5.0
+TORCH_TINY_OVERHEAD_US = 10.0
+# The training step: features -> hidden (ReLU) -> vocabulary logits, SGD.
+STEP_MODEL = {"features": 256, "hidden": 128, "vocab": 32000, "batch": 1024}
+STEP_MODEL_QUICK = {"features": 32, "hidden": 16, "vocab": 2000, "batch": 64}
+
+
+def torch_cases(quick: bool) -> list[Case]:
+    """The large cases of the main table (or small ones with --quick) and the tiny 32x10."""
+    tiny = [Case("ce", (32, 10), "float32", tiny=True), Case("ce", (32, 10), "float64", tiny=True)]
+    if quick:
+        return [Case("ce", (256, 1000), "float32"), Case("bce", (10**5,), "float32"),
+                Case("mse", (10**5,), "float64"), Case("huber", (10**5,), "float32"), tiny[0]]
+    return [c for c in full_cases() if not c.tiny] + tiny
+
+
+_TORCH_FUNCS = {"ce": "cross_entropy", "bce": "binary_cross_entropy_with_logits",
+                "mse": "mse_loss", "huber": "huber_loss"}
+
+
+def _autograd_call(func: Callable, data: dict) -> Callable[[], Any]:
+    import torch
+
+    x = torch.from_numpy(data["x"]).requires_grad_(True)
+    target = torch.from_numpy(data["target"])
+
+    def run():
+        x.grad = None
+        value = func(x, target)
+        value.backward()
+        return value
+
+    return run
+
+
+def run_torch_case(case: Case, *, budget: float, sample_time: float, min_samples: int,
+                   progress: Progress) -> dict:
+    """fastloss.torch vs torch.nn.functional, forward + backward (and the raw NumPy call)."""
+    import fastloss.torch as ft
+
+    data = make_data(case)
+    name = _TORCH_FUNCS[case.loss]
+    calls = {"fastloss.torch": _autograd_call(getattr(ft, name), data),
+             "torch": _autograd_call(ft._ORIGINALS[name], data),
+             "numpy": _fastloss_call(case, data, 1, out=False)}
+    values: dict[str, float | None] = {}
+    timings, errors = measure(calls, budget=budget, sample_time=sample_time,
+                              min_samples=min_samples, progress=progress.step,
+                              on_first=lambda k, r: values.__setitem__(k, _loss_value(r)))
+    del data, calls
+    gc.collect()
+    row: dict[str, Any] = {"key": case.key, "label": case.label, "tiny": case.tiny,
+                           "loss_values": values, "fallbacks": sum(ft.fallback_counts().values())}
+    if errors or len(timings) < 3:
+        row.update(status="error", reason="; ".join(f"{k}: {v}" for k, v in errors.items()))
+        return row
+    ours, theirs, raw = (timings[k].median for k in ("fastloss.torch", "torch", "numpy"))
+    row.update(status="ok", fastloss_torch_s=ours, torch_s=theirs, numpy_s=raw,
+               ratio=theirs / ours, overhead_us=(ours - raw) * 1e6)
+    if case.tiny:
+        row.update(target=f"<= {TORCH_TINY_OVERHEAD_US:g} \u00b5s above the raw NumPy call",
+                   met=row["overhead_us"] <= TORCH_TINY_OVERHEAD_US)
+    else:
+        row.update(target=f">= {TORCH_SPEEDUP:g}\u00d7 faster than torch",
+                   met=row["ratio"] >= TORCH_SPEEDUP)
+    return row
+
+
+def run_train_step(quick: bool, *, budget: float, sample_time: float, min_samples: int,
+                   progress: Progress) -> dict:
+    """One SGD step of a model with a vocabulary-sized output layer, torch's cross-entropy
+    against patched; and the loss alone (forward + backward on logits of the same shape),
+    whose time over the step's is the loss's share of the step."""
+    import torch
+
+    import fastloss.torch as ft
+
+    dims = STEP_MODEL_QUICK if quick else STEP_MODEL
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(dims["features"], dims["hidden"]),
+                                torch.nn.ReLU(), torch.nn.Linear(dims["hidden"], dims["vocab"]))
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(dims["batch"], dims["features"])
+    labels = torch.randint(0, dims["vocab"], (dims["batch"],))
+    logits = torch.randn(dims["batch"], dims["vocab"], requires_grad=True)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def step():
+        optimiser.zero_grad()
+        loss = criterion(model(x), labels)
+        loss.backward()
+        optimiser.step()
+        return loss
+
+    def loss_only():
+        logits.grad = None
+        loss = criterion(logits, labels)
+        loss.backward()
+        return loss
+
+    def patched(call):
+        def run():
+            with ft.patched():
+                return call()
+        return run
+
+    calls = {"torch step": step, "patched step": patched(step),
+             "torch loss": loss_only, "patched loss": patched(loss_only)}
+    timings, errors = measure(calls, budget=budget, sample_time=sample_time,
+                              min_samples=min_samples, progress=progress.step)
+    result: dict[str, Any] = {"model": dims, "threads": torch.get_num_threads()}
+    if errors or len(timings) < 4:
+        result.update(status="error", reason="; ".join(f"{k}: {v}" for k, v in errors.items()))
+        return result
+    t = {k: v.median for k, v in timings.items()}
+    result.update(status="ok", torch_step_s=t["torch step"], patched_step_s=t["patched step"],
+                  torch_loss_s=t["torch loss"], patched_loss_s=t["patched loss"],
+                  step_speedup=t["torch step"] / t["patched step"],
+                  torch_loss_share=t["torch loss"] / t["torch step"],
+                  patched_loss_share=t["patched loss"] / t["patched step"])
+    return result
+
+
+def render_torch(report: dict) -> list[str]:
+    rows = []
+    for r in report["torch_cases"]:
+        if r["status"] != "ok":
+            rows.append([r["label"], "error", "", "", "", "", r.get("reason", "")])
+            continue
+        rows.append([r["label"], format_time(r["fastloss_torch_s"]), format_time(r["torch_s"]),
+                     format_ratio(r["ratio"]), format_time(r["numpy_s"]),
+                     f"{r['overhead_us']:.1f} \u00b5s", "met" if r["met"] else "MISSED"])
+    lines = ["", "fastloss.torch through autograd (forward + .backward()), against "
+                 "torch.nn.functional and the raw NumPy fastloss call:", ""]
+    lines += _markdown(["case", "fastloss.torch", "torch", "torch / fastloss.torch",
+                        "NumPy call", "overhead", "target"], rows)
+    step = report["train_step"]
+    if step["status"] != "ok":
+        return lines + ["", f"training step: error: {step['reason']}"]
+    m = step["model"]
+    lines += ["", f"Training step (Linear {m['features']}-{m['hidden']} ReLU, Linear "
+                  f"{m['hidden']}-{m['vocab']}, batch {m['batch']}, float32, SGD, "
+                  f"{step['threads']} thread(s)):", ""]
+    lines += _markdown(
+        ["loss", "step", "loss fwd+bwd", "loss share of step"],
+        [["torch.nn.CrossEntropyLoss", format_time(step["torch_step_s"]),
+          format_time(step["torch_loss_s"]), f"{step['torch_loss_share']:.0%}"],
+         ["patched (fastloss)", format_time(step["patched_step_s"]),
+          format_time(step["patched_loss_s"]), f"{step['patched_loss_share']:.0%}"]])
+    lines.append(f"training step: {format_ratio(step['step_speedup'])} faster patched")
+    return lines
+
+
 # ---------------------------------------------------------------------- context
 
 def _cpu_model() -> str:
@@ -753,6 +917,8 @@ def render(report: dict) -> str:
         s = report["targets_summary"]
         lines.append(f"targets met: {s['met']} of {s['met'] + s['missed']}"
                      + (f" ({s['na']} not applicable)" if s["na"] else ""))
+    if report.get("torch_cases") is not None:
+        lines += render_torch(report)
     if report.get("threads_scan"):
         scan = report["threads_scan"]
         n = scan["threads"][1]
@@ -806,6 +972,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tiny sizes and few repeats: a smoke run of a few seconds")
     parser.add_argument("--threads-scan", action="store_true",
                         help="instead of the cases, time fastloss with 1 vs N threads over sizes")
+    parser.add_argument("--torch", action="store_true",
+                        help="instead of the cases, time fastloss.torch through autograd "
+                             "against torch and a training step, torch's loss vs patched")
     parser.add_argument("--all", action="store_true", help="the cases and then the threads scan")
     parser.add_argument("--case", action="append", default=[], metavar="SUBSTRING",
                         help="only the cases whose key contains SUBSTRING (repeatable), "
@@ -827,7 +996,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(list(argv))
     progress = Progress(not args.no_progress)
-    run_cases = not args.threads_scan or args.all
+    run_cases = not (args.threads_scan or args.torch) or args.all
     run_threads_scan = args.threads_scan or args.all
     threads = args.threads
     scan_threads = threads if threads > 1 else 2
@@ -847,7 +1016,7 @@ def main(argv: list[str]) -> int:
                                            "ratio": "candidate time / fastloss (out=) time"},
                               "cases": [], "targets": [],
                               "targets_summary": {"met": 0, "missed": 0, "na": 0},
-                              "threads_scan": None}
+                              "threads_scan": None, "torch_cases": None, "train_step": None}
     started = time.perf_counter()
     fastloss_failed = False
     with ThreadSettings(threads):
@@ -871,6 +1040,24 @@ def main(argv: list[str]) -> int:
             met = [t["met"] for t in report["targets"]]
             report["targets_summary"] = {"met": met.count(True), "missed": met.count(False),
                                          "na": met.count(None)}
+    if args.torch:
+        with ThreadSettings(threads):
+            cases = torch_cases(args.quick)
+            if args.case:
+                cases = [c for c in cases if any(sub in c.key for sub in args.case)]
+            report["torch_cases"] = []
+            for i, case in enumerate(cases, 1):
+                progress.case(f"fastloss.torch [{i}/{len(cases)}] {case.label}")
+                row = run_torch_case(case, budget=tiny_budget if case.tiny else budget,
+                                     sample_time=sample_time, min_samples=min_samples,
+                                     progress=progress)
+                fastloss_failed |= row["status"] != "ok"
+                report["torch_cases"].append(row)
+            progress.case("fastloss.torch training step")
+            report["train_step"] = run_train_step(args.quick, budget=2 * budget,
+                                                  sample_time=sample_time,
+                                                  min_samples=min_samples, progress=progress)
+            fastloss_failed |= report["train_step"]["status"] != "ok"
     if run_threads_scan:
         with ThreadSettings(scan_threads):
             report["threads_scan"] = run_scan(scan_cases(args.quick), scan_threads,
@@ -890,6 +1077,7 @@ def main(argv: list[str]) -> int:
     if fastloss_failed:
         print("bench: a fastloss call failed (see 'error' above)", file=sys.stderr)
         return 1
-    if args.check and report["targets_summary"]["missed"]:
+    torch_missed = any(not r.get("met", True) for r in report["torch_cases"] or [])
+    if args.check and (report["targets_summary"]["missed"] or torch_missed):
         return 1
     return 0

@@ -899,3 +899,17 @@ def test_several_differentiable_tensors_compile(pair_entry):
 def test_loss_without_torch_twin_cannot_fall_back(pair_entry):
     with pytest.raises(TypeError, match="pair_loss_test: cannot serve.*no such loss"):
         pair_entry.function(torch.ones(2, 2, device="meta"), torch.ones(2, 2, device="meta"))
+
+
+def test_readme_pytorch_example_runs():
+    import pathlib
+    import re
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not beside the tests")
+    section = readme.read_text().split("## PyTorch\n", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, str(readme), "exec"), namespace)
+    assert namespace["per_sample"].shape == (4,) and namespace["loss"].grad_fn is not None
+    assert not ft.is_patched() and ft.fallback_counts() == {}

@@ -157,6 +157,7 @@ def test_torch_group_quick_run(tmp_path):
         assert math.isclose(values["fastloss.torch"], values["torch"], rel_tol=1e-4)
         assert math.isclose(values["fastloss.torch"], values["numpy"], rel_tol=1e-6)
         assert isinstance(row["met"], bool) and row["target"]
+        assert ("floor_s" in row) == row["tiny"]
     step = report["train_step"]
     assert step["status"] == "ok" and step["model"] == _bench.STEP_MODEL_QUICK
     assert 0 < step["torch_loss_share"] and 0 < step["patched_loss_share"]

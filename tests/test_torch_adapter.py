@@ -285,6 +285,32 @@ def test_upstream_not_one_scales_in_place_on_the_saved_buffer(monkeypatch):
     torch.testing.assert_close(x.grad, ref.grad, rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_backward_with_upstream_one_runs_no_tensor_op(loss_name):
+    """loss.backward() on a mean hands back the saved gradient: no fill, copy or multiply."""
+    tensors, options = CASES[loss_name][next(iter(CASES[loss_name]))](torch.float32, gen())
+    x = tensors.pop("input").requires_grad_()
+    loss = getattr(ft, loss_name)(x, **tensors, **options)
+    views = {"aten::detach", "aten::alias", "aten::view", "aten::unsqueeze", "aten::expand"}
+
+    def ops_on_gradient(backward):
+        """The aten ops of `backward` that read or write a tensor of the gradient's shape
+        (views, which touch no data, aside)."""
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                    record_shapes=True) as prof:
+            backward()
+        return sorted(event.key for event in prof.events()
+                      if event.name.startswith("aten::") and event.name not in views
+                      and list(x.shape) in event.input_shapes)
+
+    # (torch's backward itself fills the 0-d ones() it starts from)
+    assert ops_on_gradient(loss.backward) == []
+    # another upstream gradient: one multiply, in place on the saved gradient, then the
+    # accumulation into x.grad
+    loss = getattr(ft, loss_name)(x, **tensors, **options)
+    assert ops_on_gradient((loss * 2).backward) == ["aten::add_", "aten::mul_"]
+
+
 @pytest.mark.parametrize("scale", [1.0, 2.5])
 def test_retain_graph_backward_three_times(scale):
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)

@@ -630,9 +630,37 @@ def _autograd_call(func: Callable, data: dict) -> Callable[[], Any]:
     return run
 
 
+def _autograd_floor(data: dict) -> Callable[[], Any]:
+    """Forward + .backward() of a Python autograd.Function that computes nothing (a 0-d
+    loss, a preallocated gradient): what any Python-level autograd extension pays."""
+    import torch
+
+    x = torch.from_numpy(data["x"]).requires_grad_(True)
+    grad = torch.zeros_like(x)
+    loss = torch.zeros((), dtype=x.dtype)
+
+    class Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return loss.clone()
+
+        @staticmethod
+        def backward(ctx, upstream):
+            return grad
+
+    def run():
+        x.grad = None
+        value = Nothing.apply(x)
+        value.backward()
+        return value
+
+    return run
+
+
 def run_torch_case(case: Case, *, budget: float, sample_time: float, min_samples: int,
                    progress: Progress) -> dict:
-    """fastloss.torch vs torch.nn.functional, forward + backward (and the raw NumPy call)."""
+    """fastloss.torch vs torch.nn.functional, forward + backward (and the raw NumPy call;
+    for tiny cases also the autograd floor)."""
     import fastloss.torch as ft
 
     data = make_data(case)
@@ -640,20 +668,25 @@ def run_torch_case(case: Case, *, budget: float, sample_time: float, min_samples
     calls = {"fastloss.torch": _autograd_call(getattr(ft, name), data),
              "torch": _autograd_call(ft._ORIGINALS[name], data),
              "numpy": _fastloss_call(case, data, 1, out=False)}
+    if case.tiny:
+        calls["floor"] = _autograd_floor(data)
     values: dict[str, float | None] = {}
     timings, errors = measure(calls, budget=budget, sample_time=sample_time,
                               min_samples=min_samples, progress=progress.step,
                               on_first=lambda k, r: values.__setitem__(k, _loss_value(r)))
+    expected = set(calls)
     del data, calls
     gc.collect()
     row: dict[str, Any] = {"key": case.key, "label": case.label, "tiny": case.tiny,
                            "loss_values": values, "fallbacks": sum(ft.fallback_counts().values())}
-    if errors or len(timings) < 3:
+    if errors or set(timings) != expected:
         row.update(status="error", reason="; ".join(f"{k}: {v}" for k, v in errors.items()))
         return row
     ours, theirs, raw = (timings[k].median for k in ("fastloss.torch", "torch", "numpy"))
     row.update(status="ok", fastloss_torch_s=ours, torch_s=theirs, numpy_s=raw,
                ratio=theirs / ours, overhead_us=(ours - raw) * 1e6)
+    if case.tiny:
+        row["floor_s"] = timings["floor"].median
     if case.tiny:
         row.update(target=f"<= {TORCH_TINY_OVERHEAD_US:g} \u00b5s above the raw NumPy call",
                    met=row["overhead_us"] <= TORCH_TINY_OVERHEAD_US)
@@ -724,13 +757,16 @@ def render_torch(report: dict) -> list[str]:
         if r["status"] != "ok":
             rows.append([r["label"], "error", "", "", "", "", r.get("reason", "")])
             continue
+        floor = format_time(r["floor_s"]) if "floor_s" in r else "\u2014"
         rows.append([r["label"], format_time(r["fastloss_torch_s"]), format_time(r["torch_s"]),
                      format_ratio(r["ratio"]), format_time(r["numpy_s"]),
-                     f"{r['overhead_us']:.1f} \u00b5s", "met" if r["met"] else "MISSED"])
+                     f"{r['overhead_us']:.1f} \u00b5s", floor, "met" if r["met"] else "MISSED"])
     lines = ["", "fastloss.torch through autograd (forward + .backward()), against "
-                 "torch.nn.functional and the raw NumPy fastloss call:", ""]
+                 "torch.nn.functional and the raw NumPy fastloss call (overhead: "
+                 "fastloss.torch minus NumPy call; autograd floor: forward + backward of a "
+                 "Python autograd.Function that computes nothing):", ""]
     lines += _markdown(["case", "fastloss.torch", "torch", "torch / fastloss.torch",
-                        "NumPy call", "overhead", "target"], rows)
+                        "NumPy call", "overhead", "autograd floor", "target"], rows)
     step = report["train_step"]
     if step["status"] != "ok":
         return lines + ["", f"training step: error: {step['reason']}"]

@@ -179,8 +179,12 @@ def test_half_types_computed_in_float32_and_cast_back(loss_name, case, dtype, re
     assert ft.fallback_counts() == {}
 
 
-def test_every_table_entry_has_cases():
+def test_every_table_entry_has_cases_and_public_names():
     assert set(CASES) == set(LOSS_NAMES) == set(GRADCHECK)
+    names = LOSS_NAMES + [loss.module[0] for loss in ft._LOSSES if loss.module]
+    assert set(names) <= set(ft.__all__) and set(names) <= set(ft.__annotations__)
+    for name in names:
+        assert getattr(ft, name).__module__ == "fastloss.torch"
 
 
 def test_legacy_size_average_reduce_as_torch():
@@ -806,6 +810,20 @@ def test_torch_compile_fullgraph_training_step_matches_eager(family):
     for p, q in zip(params, eager_params):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-15)
     assert ft.fallback_counts() == {}
+
+
+def test_torch_compile_fullgraph_through_a_fallback():
+    x = f64(6, 3).requires_grad_()
+    y, w = f64(6, 3, seed=1), f64(6, 3, seed=2).abs()
+    torch._dynamo.reset()
+    GRAPH_TARGETS.clear()
+    compiled = torch.compile(lambda x: ft.mse_loss(x, y, weight=w), fullgraph=True,
+                             backend=recording_inductor)
+    compiled(x).backward()
+    assert not any(t.startswith("fastloss.") for t in GRAPH_TARGETS)  # torch's graph
+    ref = x.detach().clone().requires_grad_()
+    TORCH["mse_loss"](ref, y, weight=w).backward()
+    torch.testing.assert_close(x.grad, ref.grad, rtol=1e-12, atol=0)
 
 
 def test_fake_implementations_give_the_kernels_shapes():

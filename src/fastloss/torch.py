@@ -274,7 +274,7 @@ def _autograd(loss: _Loss) -> tuple[Callable, Callable, Callable]:
 def _scaled(grad: torch.Tensor, upstream: torch.Tensor, axis: int | None) -> torch.Tensor:
     """``grad * upstream`` (upstream per loss value, broadcast over `axis`), with no
     pass over `grad` when upstream is exactly 1 and in place when that is safe."""
-    if 0 < upstream.dim() < grad.dim():
+    if axis is not None and 0 < upstream.dim() < grad.dim():
         upstream = upstream.unsqueeze(axis)
     if torch.compiler.is_compiling():
         # A traced graph cannot branch on the upstream value, nor own buffers.
@@ -304,7 +304,7 @@ def _eager_function(name: str, kernel: Callable, backward: Callable) -> Callable
         ctx.save_for_backward(*grads)
         return loss
 
-    function = type(f"{name}_function", (torch.autograd.Function,), {
+    function: Any = type(f"{name}_function", (torch.autograd.Function,), {
         "forward": staticmethod(forward), "backward": staticmethod(backward)})
     return function.apply
 
@@ -365,9 +365,12 @@ def reset_fallback_counts() -> None:
 
 
 def _fallback(loss: _Loss, reason: str, args: dict[str, Any]) -> torch.Tensor:
-    with _counts_lock:
-        _counts[loss.name, reason] += 1
-    _log.debug("%s falls back to torch: %s", loss.name, reason)
+    # Counted and logged when it runs, not while torch.compile traces it (a lock and a
+    # logging call would break the graph; the traced graph is torch's function).
+    if not torch.compiler.is_compiling():
+        with _counts_lock:
+            _counts[loss.name, reason] += 1
+        _log.debug("%s falls back to torch: %s", loss.name, reason)
     if not loss.twin:
         raise TypeError(f"fastloss.torch.{loss.name}: cannot serve this call ({reason}) "
                         "and torch has no such loss to fall back to")
@@ -557,6 +560,17 @@ def _register(loss: _Loss) -> None:
     if loss.module is not None:
         loss.module_class = _module(loss)
 
+
+# The public names the table defines, declared for type checkers and __all__
+# (tests/test_torch_adapter.py checks that they match the table).
+cross_entropy: Callable[..., torch.Tensor]
+binary_cross_entropy_with_logits: Callable[..., torch.Tensor]
+mse_loss: Callable[..., torch.Tensor]
+huber_loss: Callable[..., torch.Tensor]
+CrossEntropyLoss: type[torch.nn.CrossEntropyLoss]
+BCEWithLogitsLoss: type[torch.nn.BCEWithLogitsLoss]
+MSELoss: type[torch.nn.MSELoss]
+HuberLoss: type[torch.nn.HuberLoss]
 
 for _entry in _LOSSES:
     _register(_entry)

@@ -160,6 +160,7 @@ def test_torch_group_quick_run(tmp_path):
         assert ("floor_s" in row) == row["tiny"]
     step = report["train_step"]
     assert step["status"] == "ok" and step["model"] == _bench.STEP_MODEL_QUICK
+    assert all(len(v) == step["rounds"] == 3 for v in step["samples_s"].values())
     assert 0 < step["torch_loss_share"] and 0 < step["patched_loss_share"]
     assert math.isclose(step["step_speedup"], step["torch_step_s"] / step["patched_step_s"])
     assert "fastloss.torch through autograd" in proc.stdout and "Training step" in proc.stdout

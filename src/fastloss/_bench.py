@@ -696,8 +696,7 @@ def run_torch_case(case: Case, *, budget: float, sample_time: float, min_samples
     return row
 
 
-def run_train_step(quick: bool, *, budget: float, sample_time: float, min_samples: int,
-                   progress: Progress) -> dict:
+def run_train_step(quick: bool, *, rounds: int, progress: Progress) -> dict:
     """One SGD step of a model with a vocabulary-sized output layer, torch's cross-entropy
     against patched; and the loss alone (forward + backward on logits of the same shape),
     whose time over the step's is the loss's share of the step."""
@@ -736,13 +735,26 @@ def run_train_step(quick: bool, *, budget: float, sample_time: float, min_sample
 
     calls = {"torch step": step, "patched step": patched(step),
              "torch loss": loss_only, "patched loss": patched(loss_only)}
-    timings, errors = measure(calls, budget=budget, sample_time=sample_time,
-                              min_samples=min_samples, progress=progress.step)
-    result: dict[str, Any] = {"model": dims, "threads": torch.get_num_threads()}
-    if errors or len(timings) < 4:
-        result.update(status="error", reason="; ".join(f"{k}: {v}" for k, v in errors.items()))
+    # Every call takes 0.1-1.5 s, where measure() would take 1-3 samples: on a shared
+    # machine that is too few, so `rounds` interleaved samples each, after a warm-up.
+    result: dict[str, Any] = {"model": dims, "threads": torch.get_num_threads(),
+                              "rounds": rounds}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    try:
+        for call in calls.values():
+            call()
+        for r in range(rounds):
+            progress.step(f"round {r + 1}/{rounds}")
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                start = time.perf_counter()
+                calls[name]()
+                samples[name].append(time.perf_counter() - start)
+    except Exception as exc:  # reported, not fatal
+        result.update(status="error", reason=f"{type(exc).__name__}: {exc}")
         return result
-    t = {k: v.median for k, v in timings.items()}
+    result["samples_s"] = samples
+    t = {k: statistics.median(v) for k, v in samples.items()}
     result.update(status="ok", torch_step_s=t["torch step"], patched_step_s=t["patched step"],
                   torch_loss_s=t["torch loss"], patched_loss_s=t["patched loss"],
                   step_speedup=t["torch step"] / t["patched step"],
@@ -773,7 +785,8 @@ def render_torch(report: dict) -> list[str]:
     m = step["model"]
     lines += ["", f"Training step (Linear {m['features']}-{m['hidden']} ReLU, Linear "
                   f"{m['hidden']}-{m['vocab']}, batch {m['batch']}, float32, SGD, "
-                  f"{step['threads']} thread(s)):", ""]
+                  f"{step['threads']} thread(s); median of {step['rounds']} interleaved "
+                  "rounds; loss fwd+bwd on logits of the same shape):", ""]
     lines += _markdown(
         ["loss", "step", "loss fwd+bwd", "loss share of step"],
         [["torch.nn.CrossEntropyLoss", format_time(step["torch_step_s"]),
@@ -1090,9 +1103,8 @@ def main(argv: list[str]) -> int:
                 fastloss_failed |= row["status"] != "ok"
                 report["torch_cases"].append(row)
             progress.case("fastloss.torch training step")
-            report["train_step"] = run_train_step(args.quick, budget=2 * budget,
-                                                  sample_time=sample_time,
-                                                  min_samples=min_samples, progress=progress)
+            report["train_step"] = run_train_step(args.quick, rounds=3 if args.quick else 7,
+                                                  progress=progress)
             fastloss_failed |= report["train_step"]["status"] != "ok"
     if run_threads_scan:
         with ThreadSettings(scan_threads):

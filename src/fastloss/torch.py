@@ -180,6 +180,7 @@ def _drop_axis(shape: torch.Size, axis: int | None) -> tuple[int, ...]:
         return tuple(shape)
     if len(shape) <= axis:  # an unbatched input, e.g. (C,) logits: one loss value
         return tuple(shape[:-1])
+    axis %= len(shape)  # e.g. -1: rows of features, one loss per row
     return tuple(shape[:axis]) + tuple(shape[axis + 1:])
 
 
@@ -479,8 +480,9 @@ def _docstring(loss: _Loss) -> str:
     twin = f"``torch.nn.functional.{loss.name}``" if loss.twin else "a torch-style loss"
     return (f"{twin} on CPU tensors through fastloss's fused kernels, differentiable.\n\n"
             "Same arguments and results as torch (plus keyword-only ``n_threads``: default\n"
-            "``torch.get_num_threads()``); calls fastloss cannot serve go to torch\n"
-            "(see :mod:`fastloss.torch`). The loss, as in ``fastloss.functional``:\n\n"
+            "``torch.get_num_threads()``); calls fastloss cannot serve, among them class\n"
+            "indices that are not int64, go to torch (see :mod:`fastloss.torch`). The loss,\n"
+            "as in ``fastloss.functional`` (arrays there are tensors here):\n\n"
             + numpy_doc)
 
 

@@ -162,5 +162,8 @@ def test_torch_group_quick_run(tmp_path):
     assert step["status"] == "ok" and step["model"] == _bench.STEP_MODEL_QUICK
     assert all(len(v) == step["rounds"] == 3 for v in step["samples_s"].values())
     assert 0 < step["torch_loss_share"] and 0 < step["patched_loss_share"]
-    assert math.isclose(step["step_speedup"], step["torch_step_s"] / step["patched_step_s"])
+    for clock in ("", "cpu_"):
+        assert math.isclose(step[f"{clock}step_speedup"],
+                            step[f"{clock}torch_step_s"] / step[f"{clock}patched_step_s"])
+    assert all(len(v) == 3 for v in step["cpu_samples_s"].values())
     assert "fastloss.torch through autograd" in proc.stdout and "Training step" in proc.stdout

@@ -138,3 +138,32 @@ def test_case_keys_and_labels():
     assert case.bytes_moved == 2 * 2048 * 32000 * 4 + 2048 * 8
     assert _bench.Case("mse", (10**7,), "float64").key == "mse-1e7-f64"
     assert _bench.Case("mse", (100,), "float32", tiny=True).key == "tiny-mse-100-f32"
+
+
+def test_torch_group_quick_run(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "bench.json"
+    proc = run_bench(["--torch", "--quick", "--json", str(path), "--no-progress"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(path.read_text())
+    assert report["cases"] == [] and report["threads_scan"] is None
+    rows = report["torch_cases"]
+    assert [r["key"] for r in rows] == [c.key for c in _bench.torch_cases(quick=True)]
+    for row in rows:
+        assert row["status"] == "ok" and row["fallbacks"] == 0  # fastloss served every call
+        assert math.isclose(row["ratio"], row["torch_s"] / row["fastloss_torch_s"])
+        assert math.isclose(row["overhead_us"], (row["fastloss_torch_s"] - row["numpy_s"]) * 1e6)
+        values = row["loss_values"]  # the three candidates compute the same loss
+        assert math.isclose(values["fastloss.torch"], values["torch"], rel_tol=1e-4)
+        assert math.isclose(values["fastloss.torch"], values["numpy"], rel_tol=1e-6)
+        assert isinstance(row["met"], bool) and row["target"]
+        assert ("floor_s" in row) == row["tiny"]
+    step = report["train_step"]
+    assert step["status"] == "ok" and step["model"] == _bench.STEP_MODEL_QUICK
+    assert all(len(v) == step["rounds"] == 3 for v in step["samples_s"].values())
+    assert 0 < step["torch_loss_share"] and 0 < step["patched_loss_share"]
+    for clock in ("", "cpu_"):
+        assert math.isclose(step[f"{clock}step_speedup"],
+                            step[f"{clock}torch_step_s"] / step[f"{clock}patched_step_s"])
+    assert all(len(v) == 3 for v in step["cpu_samples_s"].values())
+    assert "fastloss.torch through autograd" in proc.stdout and "Training step" in proc.stdout

@@ -8,6 +8,7 @@ above the parallel threshold, "large" is the issue's large-vocabulary /
 1e7-element case.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -177,3 +178,62 @@ class OtherLosses:
 
     def time_with_grad_out(self, loss, size):
         self.with_grad(*self.args, out=self.grad, n_threads=1, **self.kwargs)
+
+
+def _torch():
+    """torch and fastloss.torch, or NotImplementedError (asv: skipped) without torch."""
+    try:
+        import torch
+
+        import fastloss.torch as ft
+    except ImportError as exc:
+        raise NotImplementedError(f"torch is not installed: {exc}") from None
+    return torch, ft
+
+
+class TorchAutograd:
+    """fastloss.torch against torch.nn.functional through autograd: forward + .backward()
+    of a mean-reduced loss on a leaf tensor, one thread."""
+
+    params = [LOSSES, DTYPES, ["tiny", "medium", "large"], ["fastloss.torch", "torch"]]
+    param_names = ["loss", "dtype", "size", "backend"]
+    timeout = 300
+
+    def setup(self, loss, dtype, size, backend):
+        torch, ft = _torch()
+        torch.set_num_threads(1)
+        x, target = make_data(loss, dtype, size)
+        self.x = torch.from_numpy(x).requires_grad_()
+        self.target = torch.from_numpy(target)
+        self.func = getattr(ft, loss) if backend == "fastloss.torch" else ft._ORIGINALS[loss]
+
+    def time_forward_backward(self, loss, dtype, size, backend):
+        self.x.grad = None
+        self.func(self.x, self.target).backward()
+
+
+class TorchTrainStep:
+    """One SGD step (Linear 256-128, ReLU, Linear 128-32000, batch 1024, float32, one
+    thread) with torch.nn.CrossEntropyLoss, unpatched and under fastloss.torch.patched()."""
+
+    params = [["torch", "patched"]]
+    param_names = ["loss"]
+    timeout = 300
+
+    def setup(self, loss):
+        torch, ft = _torch()
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(256, 128), torch.nn.ReLU(),
+                                         torch.nn.Linear(128, 32000))
+        self.optimiser = torch.optim.SGD(self.model.parameters(), lr=1e-3)
+        self.x = torch.randn(1024, 256)
+        self.labels = torch.randint(0, 32000, (1024,))
+        self.criterion = torch.nn.CrossEntropyLoss()
+        self.scope = ft.patched if loss == "patched" else contextlib.nullcontext
+
+    def time_step(self, loss):
+        with self.scope():
+            self.optimiser.zero_grad()
+            self.criterion(self.model(self.x), self.labels).backward()
+            self.optimiser.step()

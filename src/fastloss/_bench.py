@@ -23,6 +23,13 @@ loops of calls (timeit style) and report microseconds per call. Every other
 column is that candidate's time divided by fastloss's (``>1``: fastloss is faster).
 A peer that is not installed is reported as absent.
 
+``--torch`` instead times the PyTorch adapter (``fastloss.torch``) through autograd:
+forward + ``.backward()`` against ``torch.nn.functional`` on the large cases, the
+per-call overhead of a tiny call above the raw NumPy call, and a real training step
+(a 32000-way output layer, batch 1024, one thread: forward, loss, backward, SGD) with
+torch's loss and then ``fastloss.torch.patched()``, with the share of the step the
+loss takes in each.
+
 ``--threads-scan`` instead times fastloss with 1 and with 2 (``--threads``)
 threads over a range of sizes: the parallel speedup of large inputs and the
 no-slowdown check of small ones. ``--json PATH`` writes all results as data.
@@ -693,6 +700,221 @@ def run_scan(cases: list[Case], threads: int, *, budget: float, sample_time: flo
                      ">= 1e6 elements: speedup >= 1.05 (faster)"}
 
 
+# --------------------------------------------------------------- fastloss.torch
+
+# Issue 14's targets: at least this many times faster than torch through autograd on
+# every large case; a tiny call at most this many µs above the raw NumPy call.
+TORCH_SPEEDUP = 5.0
+TORCH_TINY_OVERHEAD_US = 10.0
+# The training step: features -> hidden (ReLU) -> vocabulary logits, SGD.
+STEP_MODEL = {"features": 256, "hidden": 128, "vocab": 32000, "batch": 1024}
+STEP_MODEL_QUICK = {"features": 32, "hidden": 16, "vocab": 2000, "batch": 64}
+
+
+def torch_cases(quick: bool) -> list[Case]:
+    """The large cases of the main table (or small ones with --quick) and the tiny 32x10."""
+    tiny = [Case("ce", (32, 10), "float32", tiny=True), Case("ce", (32, 10), "float64", tiny=True)]
+    if quick:
+        return [Case("ce", (256, 1000), "float32"), Case("bce", (10**5,), "float32"),
+                Case("mse", (10**5,), "float64"), Case("huber", (10**5,), "float32"), tiny[0]]
+    return [c for c in full_cases() if not c.tiny] + tiny
+
+
+_TORCH_FUNCS = {"ce": "cross_entropy", "bce": "binary_cross_entropy_with_logits",
+                "mse": "mse_loss", "huber": "huber_loss"}
+
+
+def _autograd_call(func: Callable, data: dict) -> Callable[[], Any]:
+    import torch
+
+    x = torch.from_numpy(data["x"]).requires_grad_(True)
+    target = torch.from_numpy(data["target"])
+
+    def run():
+        x.grad = None
+        value = func(x, target)
+        value.backward()
+        return value
+
+    return run
+
+
+def _autograd_floor(data: dict) -> Callable[[], Any]:
+    """Forward + .backward() of a Python autograd.Function that computes nothing (a 0-d
+    loss, a preallocated gradient): what any Python-level autograd extension pays."""
+    import torch
+
+    x = torch.from_numpy(data["x"]).requires_grad_(True)
+    grad = torch.zeros_like(x)
+    loss = torch.zeros((), dtype=x.dtype)
+
+    class Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return loss.clone()
+
+        @staticmethod
+        def backward(ctx, upstream):
+            return grad
+
+    def run():
+        x.grad = None
+        value = Nothing.apply(x)
+        value.backward()
+        return value
+
+    return run
+
+
+def run_torch_case(case: Case, *, budget: float, sample_time: float, min_samples: int,
+                   progress: Progress) -> dict:
+    """fastloss.torch vs torch.nn.functional, forward + backward (and the raw NumPy call;
+    for tiny cases also the autograd floor)."""
+    import fastloss.torch as ft
+
+    data = make_data(case)
+    name = _TORCH_FUNCS[case.loss]
+    calls = {"fastloss.torch": _autograd_call(getattr(ft, name), data),
+             "torch": _autograd_call(ft._ORIGINALS[name], data),
+             "numpy": _fastloss_call(case, data, 1, out=False)}
+    if case.tiny:
+        calls["floor"] = _autograd_floor(data)
+    values: dict[str, float | None] = {}
+    timings, errors = measure(calls, budget=budget, sample_time=sample_time,
+                              min_samples=min_samples, progress=progress.step,
+                              on_first=lambda k, r: values.__setitem__(k, _loss_value(r)))
+    expected = set(calls)
+    del data, calls
+    gc.collect()
+    row: dict[str, Any] = {"key": case.key, "label": case.label, "tiny": case.tiny,
+                           "loss_values": values, "fallbacks": sum(ft.fallback_counts().values())}
+    if errors or set(timings) != expected:
+        row.update(status="error", reason="; ".join(f"{k}: {v}" for k, v in errors.items()))
+        return row
+    ours, theirs, raw = (timings[k].median for k in ("fastloss.torch", "torch", "numpy"))
+    row.update(status="ok", fastloss_torch_s=ours, torch_s=theirs, numpy_s=raw,
+               ratio=theirs / ours, overhead_us=(ours - raw) * 1e6)
+    if case.tiny:
+        row["floor_s"] = timings["floor"].median
+    if case.tiny:
+        row.update(target=f"<= {TORCH_TINY_OVERHEAD_US:g} \u00b5s above the raw NumPy call",
+                   met=row["overhead_us"] <= TORCH_TINY_OVERHEAD_US)
+    else:
+        row.update(target=f">= {TORCH_SPEEDUP:g}\u00d7 faster than torch",
+                   met=row["ratio"] >= TORCH_SPEEDUP)
+    return row
+
+
+def run_train_step(quick: bool, *, rounds: int, progress: Progress) -> dict:
+    """One SGD step of a model with a vocabulary-sized output layer, torch's cross-entropy
+    against patched; and the loss alone (forward + backward on logits of the same shape),
+    whose time over the step's is the loss's share of the step."""
+    import torch
+
+    import fastloss.torch as ft
+
+    dims = STEP_MODEL_QUICK if quick else STEP_MODEL
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(dims["features"], dims["hidden"]),
+                                torch.nn.ReLU(), torch.nn.Linear(dims["hidden"], dims["vocab"]))
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(dims["batch"], dims["features"])
+    labels = torch.randint(0, dims["vocab"], (dims["batch"],))
+    logits = torch.randn(dims["batch"], dims["vocab"], requires_grad=True)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def step():
+        optimiser.zero_grad()
+        loss = criterion(model(x), labels)
+        loss.backward()
+        optimiser.step()
+        return loss
+
+    def loss_only():
+        logits.grad = None
+        loss = criterion(logits, labels)
+        loss.backward()
+        return loss
+
+    def patched(call):
+        def run():
+            with ft.patched():
+                return call()
+        return run
+
+    calls = {"torch step": step, "patched step": patched(step),
+             "torch loss": loss_only, "patched loss": patched(loss_only)}
+    # Every call takes 0.1-1.5 s, where measure() would take 1-3 samples: on a shared
+    # machine that is too few, so `rounds` interleaved samples each, after a warm-up.
+    result: dict[str, Any] = {"model": dims, "threads": torch.get_num_threads(),
+                              "rounds": rounds}
+    # Wall time, and the process's CPU time: on one thread the latter is the work
+    # itself, without the time other processes on a shared machine take the core.
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    try:
+        for call in calls.values():
+            call()
+        for r in range(rounds):
+            progress.step(f"round {r + 1}/{rounds}")
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                calls[name]()
+                cpu[name].append(time.process_time() - start_cpu)
+                samples[name].append(time.perf_counter() - start)
+    except Exception as exc:  # reported, not fatal
+        result.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+        return result
+    result.update(status="ok", samples_s=samples, cpu_samples_s=cpu)
+    for clock, data in (("", samples), ("cpu_", cpu)):
+        t = {k: statistics.median(v) for k, v in data.items()}
+        result.update({f"{clock}torch_step_s": t["torch step"],
+                       f"{clock}patched_step_s": t["patched step"],
+                       f"{clock}torch_loss_s": t["torch loss"],
+                       f"{clock}patched_loss_s": t["patched loss"],
+                       f"{clock}step_speedup": t["torch step"] / t["patched step"],
+                       f"{clock}torch_loss_share": t["torch loss"] / t["torch step"],
+                       f"{clock}patched_loss_share": t["patched loss"] / t["patched step"]})
+    return result
+
+
+def render_torch(report: dict) -> list[str]:
+    rows = []
+    for r in report["torch_cases"]:
+        if r["status"] != "ok":
+            rows.append([r["label"], "error", "", "", "", "", r.get("reason", "")])
+            continue
+        floor = format_time(r["floor_s"]) if "floor_s" in r else "\u2014"
+        rows.append([r["label"], format_time(r["fastloss_torch_s"]), format_time(r["torch_s"]),
+                     format_ratio(r["ratio"]), format_time(r["numpy_s"]),
+                     f"{r['overhead_us']:.1f} \u00b5s", floor, "met" if r["met"] else "MISSED"])
+    lines = ["", "fastloss.torch through autograd (forward + .backward()), against "
+                 "torch.nn.functional and the raw NumPy fastloss call (overhead: "
+                 "fastloss.torch minus NumPy call; autograd floor: forward + backward of a "
+                 "Python autograd.Function that computes nothing):", ""]
+    lines += _markdown(["case", "fastloss.torch", "torch", "torch / fastloss.torch",
+                        "NumPy call", "overhead", "autograd floor", "target"], rows)
+    step = report["train_step"]
+    if step["status"] != "ok":
+        return lines + ["", f"training step: error: {step['reason']}"]
+    m = step["model"]
+    lines += ["", f"Training step (Linear {m['features']}-{m['hidden']} ReLU, Linear "
+                  f"{m['hidden']}-{m['vocab']}, batch {m['batch']}, float32, SGD, "
+                  f"{step['threads']} thread(s); median of {step['rounds']} interleaved "
+                  "rounds; loss fwd+bwd on logits of the same shape):", ""]
+    rows = []
+    for label, key in (("torch.nn.CrossEntropyLoss", "torch"), ("patched (fastloss)", "patched")):
+        rows.append([label] + [cell for clock in ("", "cpu_") for cell in (
+            format_time(step[f"{clock}{key}_step_s"]), format_time(step[f"{clock}{key}_loss_s"]),
+            f"{step[f'{clock}{key}_loss_share']:.0%}")])
+    lines += _markdown(["loss", "step", "loss fwd+bwd", "loss share", "step (CPU)",
+                        "loss fwd+bwd (CPU)", "loss share (CPU)"], rows)
+    lines.append(f"training step: {format_ratio(step['step_speedup'])} faster patched "
+                 f"({format_ratio(step['cpu_step_speedup'])} in CPU time)")
+    return lines
+
+
 # ---------------------------------------------------------------------- context
 
 def _cpu_model() -> str:
@@ -862,6 +1084,8 @@ def render(report: dict) -> str:
         s = report["targets_summary"]
         lines.append(f"targets met: {s['met']} of {s['met'] + s['missed']}"
                      + (f" ({s['na']} not applicable)" if s["na"] else ""))
+    if report.get("torch_cases") is not None:
+        lines += render_torch(report)
     if report.get("threads_scan"):
         scan = report["threads_scan"]
         n = scan["threads"][1]
@@ -915,6 +1139,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tiny sizes and few repeats: a smoke run of a few seconds")
     parser.add_argument("--threads-scan", action="store_true",
                         help="instead of the cases, time fastloss with 1 vs N threads over sizes")
+    parser.add_argument("--torch", action="store_true",
+                        help="instead of the cases, time fastloss.torch through autograd "
+                             "against torch and a training step, torch's loss vs patched")
     parser.add_argument("--all", action="store_true", help="the cases and then the threads scan")
     parser.add_argument("--case", action="append", default=[], metavar="SUBSTRING",
                         help="only the cases whose key contains SUBSTRING (repeatable), "
@@ -936,7 +1163,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(list(argv))
     progress = Progress(not args.no_progress)
-    run_cases = not args.threads_scan or args.all
+    run_cases = not (args.threads_scan or args.torch) or args.all
     run_threads_scan = args.threads_scan or args.all
     threads = args.threads
     scan_threads = threads if threads > 1 else 2
@@ -956,7 +1183,7 @@ def main(argv: list[str]) -> int:
                                            "ratio": "candidate time / fastloss (out=) time"},
                               "cases": [], "targets": [],
                               "targets_summary": {"met": 0, "missed": 0, "na": 0},
-                              "threads_scan": None}
+                              "threads_scan": None, "torch_cases": None, "train_step": None}
     started = time.perf_counter()
     fastloss_failed = False
     with ThreadSettings(threads):
@@ -980,6 +1207,23 @@ def main(argv: list[str]) -> int:
             met = [t["met"] for t in report["targets"]]
             report["targets_summary"] = {"met": met.count(True), "missed": met.count(False),
                                          "na": met.count(None)}
+    if args.torch:
+        with ThreadSettings(threads):
+            cases = torch_cases(args.quick)
+            if args.case:
+                cases = [c for c in cases if any(sub in c.key for sub in args.case)]
+            report["torch_cases"] = []
+            for i, case in enumerate(cases, 1):
+                progress.case(f"fastloss.torch [{i}/{len(cases)}] {case.label}")
+                row = run_torch_case(case, budget=tiny_budget if case.tiny else budget,
+                                     sample_time=sample_time, min_samples=min_samples,
+                                     progress=progress)
+                fastloss_failed |= row["status"] != "ok"
+                report["torch_cases"].append(row)
+            progress.case("fastloss.torch training step")
+            report["train_step"] = run_train_step(args.quick, rounds=3 if args.quick else 7,
+                                                  progress=progress)
+            fastloss_failed |= report["train_step"]["status"] != "ok"
     if run_threads_scan:
         with ThreadSettings(scan_threads):
             report["threads_scan"] = run_scan(scan_cases(args.quick), scan_threads,
@@ -999,6 +1243,7 @@ def main(argv: list[str]) -> int:
     if fastloss_failed:
         print("bench: a fastloss call failed (see 'error' above)", file=sys.stderr)
         return 1
-    if args.check and report["targets_summary"]["missed"]:
+    torch_missed = any(not r.get("met", True) for r in report["torch_cases"] or [])
+    if args.check and (report["targets_summary"]["missed"] or torch_missed):
         return 1
     return 0

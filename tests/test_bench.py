@@ -138,3 +138,18 @@ def test_case_keys_and_labels():
     assert case.bytes_moved == 2 * 2048 * 32000 * 4 + 2048 * 8
     assert _bench.Case("mse", (10**7,), "float64").key == "mse-1e7-f64"
     assert _bench.Case("mse", (100,), "float32", tiny=True).key == "tiny-mse-100-f32"
+
+
+def test_boosting_group_quick(tmp_path):
+    """`bench --boosting`: the objective against the NumPy one and a boosting round."""
+    path = tmp_path / "boosting.json"
+    proc = run_bench(["--boosting", "--quick", "--no-progress", "--json", str(path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Gradient boosting" in proc.stdout and "| case" in proc.stdout
+    report = json.loads(path.read_text())
+    assert report["cases"] == [] and report["threads_scan"] is None
+    rows = report["boosting"]
+    assert [r["task"] for r in rows] == ["multiclass", "binary"]
+    for row in rows:
+        assert row["errors"] == {}
+        assert row["seconds"]["fastloss"] > 0 and row["seconds"]["numpy objective"] > 0

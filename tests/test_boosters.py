@@ -74,6 +74,17 @@ def test_xgboost_regression_matches_squarederror(xgb, fx):
     assert np.max(np.abs(exact - builtin)) > 1e-3
 
 
+def test_xgboost_poisson_matches_count_poisson(xgb, fx):
+    X, _, w = _data()
+    y = np.random.default_rng(2).poisson(np.exp(0.5 * X[:, 0])).astype(float)
+    dtrain = xgb.DMatrix(X, label=y, weight=w)
+    # count:poisson's base_score is a rate: 1 is the margin 0 a custom objective starts from
+    params = {**XGB_PARAMS, "objective": "count:poisson", "base_score": 1.0}
+    builtin = _xgb_margins(xgb, params, dtrain)
+    ours = _xgb_margins(xgb, params, dtrain, fx.objective("poisson_nll_loss"))
+    np.testing.assert_allclose(ours, builtin, rtol=0, atol=1e-5)
+
+
 def test_xgboost_sklearn_api_and_sample_weight(xgb, fx):
     X, y, w = _data()
     model = xgb.XGBClassifier(objective=fx.objective("cross_entropy"), n_estimators=ROUNDS,
@@ -184,11 +195,14 @@ def _lgb_margins(lgb, params, X, y, w=None):
     ("binary", "binary_cross_entropy_with_logits", {}, "binary"),
     ("regression", "mse_loss", {}, "regression"),
     ("huber", "huber_loss", {"delta": 0.7}, "regression"),
+    ("poisson", "poisson_nll_loss", {}, "counts"),
 ])
 def test_lightgbm_matches_builtin(lgb, fl, builtin, name, options, labels):
     X, y, w = _data(minority=0.5 if labels == "binary" else None)
     if labels == "regression":
         y = X[:, 0] * 2 + np.sin(X[:, 1]) + np.random.default_rng(1).standard_t(2, N) * 0.5
+    elif labels == "counts":
+        y = np.random.default_rng(2).poisson(np.exp(0.5 * X[:, 0])).astype(float)
     params = dict(LGB_PARAMS)
     if labels == "multiclass":
         params["num_class"] = K

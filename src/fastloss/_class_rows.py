@@ -261,18 +261,16 @@ def cross_entropy_grad_hess(input, target, weight=None, ignore_index=-100, label
         check_out(hess_out, input, call.result_dtype, operands + (grad_out,))
     hess = (hess_out.reshape(call.rows.shape) if hess_direct
             else np.empty(call.rows.shape, call.dtype))
-    # The sample weights are the per-row gradient factors of reduction "none".
+    # The sample weights are the per-row gradient factors of reduction "none"; the
+    # convention's factor and floor are applied as the kernel writes the hessian.
+    factor, floor = {"exact": (1.0, 0.0), "xgboost": (2.0, XGBOOST_HESSIAN_FLOOR),
+                     "lightgbm": (call.n_classes / max(call.n_classes - 1, 1), 0.0)}[convention]
     _dispatch.kernels.cross_entropy(
         call.rows, call.indices, call.probs, call.weight, ignore, smoothing, call.code, 1.0,
-        sw, loss_rows, grad, call.threads, hess=hess)
+        sw, loss_rows, grad, call.threads, hess=hess, hess_factor=factor, hess_floor=floor)
     # sum(s l) accumulated in double, as the kernels' reductions are.
     total = (np.dot(sw.astype(np.float64, copy=False), loss_rows.astype(np.float64, copy=False))
              if sw is not None else np.sum(loss_rows, dtype=np.float64))
-    if convention == "xgboost":
-        hess *= 2
-        np.maximum(hess, XGBOOST_HESSIAN_FLOOR, out=hess)
-    elif convention == "lightgbm":
-        hess *= call.n_classes / (call.n_classes - 1)
     loss = as_result(call.dtype.type(total), call.result_dtype)
     return (loss, call.in_caller_layout(grad, grad_out, call.direct),
             call.in_caller_layout(hess, hess_out, hess_direct))

@@ -76,6 +76,8 @@ def cross_entropy(
     n_threads: int,
     *,
     hess: npt.NDArray[_Float] | None = None,
+    hess_factor: float = 1.0,
+    hess_floor: float = 0.0,
 ) -> _Float | None:
     """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient."""
 

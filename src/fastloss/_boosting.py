@@ -60,15 +60,19 @@ def labels_for(name: str, labels: Any, margins: np.ndarray) -> np.ndarray:
     return y.astype(margins.dtype, copy=False)
 
 
+def check_predictions(kind: str) -> None:
+    if kind not in ("margin", "probability"):
+        raise ValueError(f"predictions: expected 'margin' or 'probability', got {kind!r}")
+
+
 def margins_of(predictions: Any, name: str, kind: str) -> np.ndarray:
     """Raw margins from what a metric is handed: margins as they are, or the
     built-in objective's probabilities turned back into margins (log p is a
     softmax margin; logit(p) a sigmoid one)."""
     p = np.asarray(predictions)
+    check_predictions(kind)
     if kind == "margin":
         return p
-    if kind != "probability":
-        raise ValueError(f"predictions: expected 'margin' or 'probability', got {kind!r}")
     t = task(name)
     if t == "regression":
         return p

@@ -253,9 +253,9 @@ cdef inline void msle_point(floating x, floating y, floating* loss, floating* sl
     cdef floating y_clamped = eps if y < eps else y
     cdef floating r = log1p_nonneg(x_clamped) - log1p_nonneg(y_clamped)
     loss[0] = r * r
-    cdef floating inv_1px = one / (one + x_clamped)
-    slope[0] = zero if x < eps else (r + r) * inv_1px
-    curvature[0] = zero if x < eps else (one - r + one - r) * (inv_1px * inv_1px)
+    cdef floating one_px = one + x_clamped
+    slope[0] = zero if x < eps else (r + r) / one_px
+    curvature[0] = zero if x < eps else (one - r + one - r) / (one_px * one_px)
 
 
 cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating* slope,

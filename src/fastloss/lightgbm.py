@@ -95,7 +95,7 @@ class Metric:
 
     def __init__(self, name: str, predictions: str, options: dict[str, Any]):
         _boosting.task(name)
-        _boosting.margins_of(np.zeros(1), "mse_loss", predictions)  # checks `predictions`
+        _boosting.check_predictions(predictions)
         self.name, self.predictions, self.options = name, predictions, options
 
     def __call__(self, a, b, weight=None):

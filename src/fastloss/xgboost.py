@@ -100,7 +100,7 @@ class Metric:
 
     def __init__(self, name: str, predictions: str, options: dict[str, Any]):
         _boosting.task(name)
-        _boosting.margins_of(np.zeros(1), "mse_loss", predictions)  # checks `predictions`
+        _boosting.check_predictions(predictions)
         self.name, self.predictions, self.options = name, predictions, options
         self.__name__ = name
 

@@ -167,3 +167,18 @@ def test_torch_group_quick_run(tmp_path):
                             step[f"{clock}torch_step_s"] / step[f"{clock}patched_step_s"])
     assert all(len(v) == 3 for v in step["cpu_samples_s"].values())
     assert "fastloss.torch through autograd" in proc.stdout and "Training step" in proc.stdout
+
+
+def test_boosting_group_quick(tmp_path):
+    """`bench --boosting`: the objective against the NumPy one and a boosting round."""
+    path = tmp_path / "boosting.json"
+    proc = run_bench(["--boosting", "--quick", "--no-progress", "--json", str(path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Gradient boosting" in proc.stdout and "| case" in proc.stdout
+    report = json.loads(path.read_text())
+    assert report["cases"] == [] and report["threads_scan"] is None
+    rows = report["boosting"]
+    assert [r["task"] for r in rows] == ["multiclass", "binary"]
+    for row in rows:
+        assert row["errors"] == {}
+        assert row["seconds"]["fastloss"] > 0 and row["seconds"]["numpy objective"] > 0

@@ -237,3 +237,36 @@ class TorchTrainStep:
             self.optimiser.zero_grad()
             self.criterion(self.model(self.x), self.labels).backward()
             self.optimiser.step()
+
+
+class Boosting:
+    """One gradient-boosting objective call (gradient and hessian, XGBoost's convention)
+    at the issue's sizes: multiclass n = 1e6, K = 10; binary n = 1e7; against the
+    NumPy objective users write (``fastloss._bench.numpy_*_objective``). One boosting
+    round is timed by ``python -m fastloss bench --boosting``: it needs xgboost."""
+
+    params = [["multiclass", "binary"], ["fastloss", "numpy"]]
+    param_names = ["task", "implementation"]
+    timeout = 300
+
+    def setup(self, task, implementation):
+        from fastloss import _bench
+
+        rng = np.random.default_rng(0)
+        if task == "multiclass":
+            self.x = _normal((10**6, 10), "float32", rng)
+            self.y = rng.integers(0, 10, 10**6)
+            self.fast = fastloss.cross_entropy_grad_hess
+            self.numpy = _bench.numpy_softmax_objective
+        else:
+            self.x = _normal((10**7,), "float32", rng)
+            self.y = rng.integers(0, 2, 10**7).astype(np.float32)
+            self.fast = fastloss.binary_cross_entropy_with_logits_grad_hess
+            self.numpy = _bench.numpy_logistic_objective
+        self.out = (np.empty_like(self.x), np.empty_like(self.x))
+
+    def time_objective(self, task, implementation):
+        if implementation == "fastloss":
+            self.fast(self.x, self.y, hessian="xgboost", out=self.out, n_threads=1)
+        else:
+            self.numpy(self.x, self.y)

@@ -1124,6 +1124,132 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 # -------------------------------------------------------------------------- main
 
+
+# ------------------------------------------------------------ gradient boosting
+# `bench --boosting`: one objective call (gradient and hessian, XGBoost's
+# convention) against a careful NumPy objective and one boosting round of the
+# built-in objective on the same data (depth 6, hist), one thread. Targets
+# (issue 15): >= 10x the NumPy objective, <= 10% of a round.
+
+BOOSTING_TARGETS = (("faster", "numpy objective", 10.0),)
+
+
+def numpy_softmax_objective(margins: np.ndarray, labels: np.ndarray):
+    """The objective users write: stable softmax, p - onehot, max(2 p (1-p), 1e-16)."""
+    shifted = margins - margins.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    grad = p.copy()
+    grad[np.arange(len(labels)), labels] -= 1
+    hess = np.maximum(2 * p * (1 - p), 1e-16)
+    return grad, hess
+
+
+def numpy_logistic_objective(margins: np.ndarray, labels: np.ndarray):
+    """Sigmoid through exp(-|x|) (no overflow), p - y, max(p (1-p), 1e-16)."""
+    e = np.exp(-np.abs(margins))
+    p = np.where(margins >= 0, 1 / (1 + e), e / (1 + e))
+    return p - labels, np.maximum(p * (1 - p), 1e-16)
+
+
+def boosting_cases(quick: bool) -> list[tuple[str, int, int, int]]:
+    """(task, objective n, classes, boosting-round n): the round runs on 1e6 rows
+    (a 1e7-row DMatrix does not fit this benchmark's memory and time)."""
+    if quick:
+        return [("multiclass", 20_000, 10, 20_000), ("binary", 50_000, 1, 20_000)]
+    return [("multiclass", 10**6, 10, 10**6), ("binary", 10**7, 1, 10**6)]
+
+
+def _booster_round(library: str, task: str, X, y, n_classes: int):
+    """A callable running one more boosting round of the built-in objective."""
+    if library == "xgboost":
+        import xgboost as xgb
+        params = {"tree_method": "hist", "max_depth": 6, "nthread": 1, "base_score": 0.0,
+                  "objective": "multi:softprob" if task == "multiclass" else "binary:logistic"}
+        if task == "multiclass":
+            params["num_class"] = n_classes
+        dtrain = xgb.DMatrix(X, label=y, nthread=1)
+        booster = xgb.Booster(params, [dtrain])
+        state = {"i": 0}
+
+        def one_round():
+            booster.update(dtrain, state["i"])
+            state["i"] += 1
+        # The first round also builds the histogram index: time the steady state.
+        one_round()
+        return one_round
+    import lightgbm as lgb
+    params = {"objective": "multiclass" if task == "multiclass" else "binary", "max_depth": 6,
+              "num_leaves": 63, "num_threads": 1, "verbose": -1, "force_row_wise": True}
+    if task == "multiclass":
+        params["num_class"] = n_classes
+    booster = lgb.Booster(params, lgb.Dataset(X, label=y))
+    booster.update()
+    return booster.update
+
+
+def run_boosting(quick: bool, *, budget: float, sample_time: float, min_samples: int,
+                 progress: Progress | None = None) -> list[dict]:
+    from . import functional
+    rows = []
+    for task, n, n_classes, n_round in boosting_cases(quick):
+        rng = np.random.default_rng(0)
+        if task == "multiclass":
+            margins = rng.standard_normal((n, n_classes)).astype(np.float32)
+            labels = rng.integers(0, n_classes, n)
+            fast = functional.cross_entropy_grad_hess
+            numpy_objective = numpy_softmax_objective
+        else:
+            margins = rng.standard_normal(n).astype(np.float32)
+            labels = (rng.random(n) < 0.3).astype(np.float32)
+            fast = functional.binary_cross_entropy_with_logits_grad_hess
+            numpy_objective = numpy_logistic_objective
+        out = (np.empty_like(margins), np.empty_like(margins))
+        calls = {"fastloss": lambda: fast(margins, labels, hessian="xgboost", out=out),
+                 "numpy objective": lambda: numpy_objective(margins, labels)}
+        X = rng.standard_normal((n_round, 8)).astype(np.float32)
+        y = labels[:n_round]
+        for library in ("xgboost", "lightgbm"):
+            try:
+                calls[f"{library} round"] = _booster_round(library, task, X, y, n_classes)
+            except ImportError:
+                pass
+        if progress:
+            progress.case(f"boosting {task} n={_short_count(n)}")
+        timings, errors = measure(calls, budget=budget, sample_time=sample_time,
+                                  min_samples=min_samples,
+                                  progress=progress.step if progress else None)
+        medians = {name: t.median for name, t in timings.items()}
+        rows.append({"task": task, "n": n, "classes": n_classes, "round_n": n_round,
+                     "seconds": medians, "errors": errors})
+        del margins, out, calls
+    return rows
+
+
+def render_boosting(rows: list[dict]) -> str:
+    lines = ["Gradient boosting (one objective call, hessian='xgboost', 1 thread; "
+             "a round: depth 6, hist, built-in objective):"]
+    table = []
+    for r in rows:
+        t = r["seconds"]
+        fast = t.get("fastloss")
+        cells = [f"{r['task']} n={_short_count(r['n'])}" + (f" K={r['classes']}"
+                                                           if r["classes"] > 1 else ""),
+                 format_time(fast) if fast else "error"]
+        numpy_time = t.get("numpy objective")
+        cells.append(f"{format_time(numpy_time)} ({numpy_time / fast:.1f}x)"
+                     if fast and numpy_time else "n/a")
+        for library in ("xgboost", "lightgbm"):
+            rt = t.get(f"{library} round")
+            share = (fast * r["round_n"] / r["n"]) / rt if fast and rt else None
+            cells.append(f"{format_time(rt)} (objective {100 * share:.1f}% of it)"
+                         if share is not None else "n/a")
+        table.append(cells)
+    lines += _markdown(["case", "fastloss", "NumPy objective", "XGBoost round (n=round rows)",
+                        "LightGBM round"], table)
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fastloss bench",
@@ -1143,6 +1269,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="instead of the cases, time fastloss.torch through autograd "
                              "against torch and a training step, torch's loss vs patched")
     parser.add_argument("--all", action="store_true", help="the cases and then the threads scan")
+    parser.add_argument("--boosting", action="store_true",
+                        help="instead of the cases, time the gradient-boosting objectives "
+                             "against a NumPy objective and one XGBoost/LightGBM round")
     parser.add_argument("--case", action="append", default=[], metavar="SUBSTRING",
                         help="only the cases whose key contains SUBSTRING (repeatable), "
                              "e.g. --case ce-2048 --case tiny")
@@ -1163,7 +1292,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(list(argv))
     progress = Progress(not args.no_progress)
-    run_cases = not (args.threads_scan or args.torch) or args.all
+    run_cases = not (args.threads_scan or args.torch or args.boosting) or args.all
     run_threads_scan = args.threads_scan or args.all
     threads = args.threads
     scan_threads = threads if threads > 1 else 2
@@ -1230,11 +1359,18 @@ def main(argv: list[str]) -> int:
                                               budget=budget / 2, sample_time=sample_time,
                                               min_samples=min_samples, progress=progress)
         fastloss_failed |= any(r["status"] != "ok" for r in report["threads_scan"]["rows"])
+    if args.boosting:
+        with ThreadSettings(1):
+            report["boosting"] = run_boosting(args.quick, budget=budget, sample_time=sample_time,
+                                              min_samples=min_samples, progress=progress)
     progress.done()
     report["environment"]["machine"]["loadavg_end"] = _loadavg()
     report["elapsed_s"] = time.perf_counter() - started
 
-    print(render(report))
+    if run_cases or run_threads_scan:
+        print(render(report))
+    if args.boosting:
+        print(render_boosting(report["boosting"]))
     print(f"\n({report['elapsed_s']:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

@@ -224,6 +224,94 @@ cdef void wide_gradient(
             g[rows.pivot[r]] = <floating>rows.target_grad[r]
 
 
+cdef struct Hessian:
+    # Where and how cross_entropy writes the diagonal hessian: the booster
+    # conventions in the same pass (max(factor * h, floor)), not a pass of their own.
+    void* out        # (N, C) of the logits' dtype, or NULL for none
+    double factor    # 1 (exact), 2 (XGBoost's multi:softprob), K/(K-1) (LightGBM's multiclass)
+    double floor     # applied after the factor and the weights; 0 for none
+
+
+cdef inline double hessian_factor(const BlockRows* rows, Py_ssize_t r, double rest,
+                                  double factor) noexcept nogil:
+    """factor * scale * Q / s^2 of row r, s = 1 + rest the exponentials' sum around
+    the row's maximum (whose e is exactly 1) and Q = (1-eps) w_y + (eps/C) sum w
+    (index targets) or sum w q' (soft) its target mass; 0 for an ignored row."""
+    cdef double s = 1 + rest
+    return (factor * rows.scale[r] * (rows.nll_weight[r] + rows.rest_mass[r]) / (s * s)
+            if rows.kept[r] != 0 else 0.0)
+
+
+cdef inline floating floored(floating h, floating floor) noexcept nogil:
+    """max(h, floor), NaN kept (a floor of 0 changes nothing: h >= 0)."""
+    return floor if h < floor else h
+
+
+cdef void wide_hessian(const BlockRows* rows, Py_ssize_t C, Py_ssize_t n_rows,
+                       const floating* work, floating* hess, const Hessian* spec) noexcept nogil:
+    """The diagonal hessian scale * Q p_c (1 - p_c) of the block's rows from
+    wide_rows' exponentials, written to `hess` (the block's rows). Around the
+    row's maximum k (e_k = 1, rest = sum of the other e): p_c (1 - p_c) =
+    e_c (s - e_c) / s^2, where s - e_c >= 1 for c != k, and rest / s^2 at k, so a
+    confident row (p_k -> 1) keeps the digits of 1 - p_k = rest / s. Scaled and
+    floored as `spec` says."""
+    cdef Py_ssize_t r, j, k
+    cdef const floating* e
+    cdef floating* h
+    cdef floating a, s, floor = <floating>spec.floor
+    cdef double rest
+    for r in range(n_rows):
+        e = work + r * C
+        h = hess + r * C
+        if rows.kept[r] == 0:  # 0 (or the floor) even where the row's logits are NaN
+            for j in range(C):
+                h[j] = floor
+            continue
+        k = 0
+        while k < C - 1 and e[k] != 1:
+            k += 1
+        rest = sum_lanes_except(e, C, k)
+        a = <floating>hessian_factor(rows, r, rest, spec.factor)
+        s = <floating>(1 + rest)
+        for j in range(C):
+            h[j] = floored(a * e[j] * (s - e[j]), floor)
+        h[k] = floored(<floating>(a * rest), floor)
+
+
+cdef void narrow_hessian(const BlockRows* rows, Py_ssize_t C, Py_ssize_t n_rows,
+                         Py_ssize_t stride, const floating* e, floating* hess,
+                         const Hessian* spec) noexcept nogil:
+    """wide_hessian for narrow_rows' exponentials (class c of row r at
+    e[c * stride + r]), across the rows as lanes, written in the rows' layout."""
+    cdef Py_ssize_t n = n_rows, r, c
+    cdef Py_ssize_t k[CE_MAX_BLOCK_ROWS]
+    cdef double rest[CE_MAX_BLOCK_ROWS]
+    cdef floating a[CE_MAX_BLOCK_ROWS]
+    cdef floating s[CE_MAX_BLOCK_ROWS]
+    cdef const floating* col
+    cdef floating v, floor = <floating>spec.floor
+    cdef double zero = 0
+    for r in range(n):
+        k[r] = -1
+        rest[r] = 0
+    for c in range(C - 1, -1, -1):  # the first class whose e is 1
+        col = e + c * stride
+        for r in range(n):
+            k[r] = c if col[r] == 1 else k[r]
+    for c in range(C):
+        col = e + c * stride
+        for r in range(n):
+            rest[r] += zero if c == k[r] else <double>col[r]
+    for r in range(n):
+        a[r] = <floating>hessian_factor(rows, r, rest[r], spec.factor)
+        s[r] = <floating>(1 + rest[r])
+    for r in range(n):
+        for c in range(C):
+            v = e[c * stride + r]
+            hess[r * C + c] = (floor if rows.kept[r] == 0 else floored(
+                <floating>(a[r] * rest[r]) if c == k[r] else a[r] * v * (s[r] - v), floor))
+
+
 cdef void narrow_rows(
         BlockRows* rows, const floating* logits, const int64_t* target, const floating* probs,
         const floating* weight, double weight_total, Py_ssize_t C, Py_ssize_t row_start,
@@ -345,8 +433,8 @@ cdef double cross_entropy_block(
         const floating* weight, double weight_total, Py_ssize_t n_classes,
         Py_ssize_t row_start, Py_ssize_t row_stop, int64_t ignore_index, double smoothing,
         double grad_scale, const floating* grad_scale_rows,
-        floating* loss_rows, floating* work, bint want_grad) noexcept nogil:
-    """Loss (and gradient) of rows [row_start, row_stop); returns their loss sum.
+        floating* loss_rows, floating* work, bint want_grad, const Hessian* hessian) noexcept nogil:
+    """Loss (and gradient, and hessian) of rows [row_start, row_stop); returns their loss sum.
 
     `weight` may be NULL for index targets only (ones are passed for soft targets).
     `work` holds the block's rows: the gradient array itself (which may be the
@@ -363,7 +451,10 @@ cdef double cross_entropy_block(
     (d_k = 0, e_k = 1), so that a confident row's tiny loss keeps its digits. The gradient is
     grad_scale * (Q p - target weights), Q = (1-eps) w_y + (eps/C) sum w for an
     index target, and its target element is -(1-eps) w_y other/s + (eps/C)(sum w
-    p_y - w_y), free of the cancellation in p_y - 1.
+    p_y - w_y), free of the cancellation in p_y - 1. `hessian.out` (NULL for none),
+    the whole array, receives the diagonal hessian grad_scale * Q p (1 - p) (see
+    wide_hessian), computed from the exponentials before the gradient
+    overwrites them.
 
     Rows shorter than NARROW_ROW_BYTES do not fill a SIMD register, so they are
     worked with the block's rows as the lanes (narrow_rows); longer rows one
@@ -371,6 +462,7 @@ cdef double cross_entropy_block(
     """
     cdef Py_ssize_t n_rows = row_stop - row_start, r
     cdef BlockRows rows
+    cdef floating* hess = <floating*>hessian.out
     # A narrow block's columns: rows under NARROW_ROW_BYTES have fewer than 16 classes.
     cdef floating narrow_e[(CE_MAX_BLOCK_ROWS + NARROW_PAD) * 16]
     cdef bint narrow = n_classes * <Py_ssize_t>sizeof(floating) < NARROW_ROW_BYTES
@@ -386,6 +478,12 @@ cdef double cross_entropy_block(
         wide_rows(&rows, logits, target, probs, weight, weight_total, n_classes, row_start,
                   n_rows, ignore_index, smoothing, grad_scale, grad_scale_rows, work)
     finish_rows(&rows, n_rows, smoothing / n_classes)
+    if hess != NULL:
+        if narrow:
+            narrow_hessian(&rows, n_classes, n_rows, stride, narrow_e,
+                           hess + row_start * n_classes, hessian)
+        else:
+            wide_hessian(&rows, n_classes, n_rows, work, hess + row_start * n_classes, hessian)
     if want_grad:
         if narrow:
             narrow_gradient(&rows, probs, weight, n_classes, row_start, n_rows, smoothing,
@@ -400,7 +498,8 @@ cdef double cross_entropy_block(
 
 def cross_entropy(logits, target, probs, weight, int64_t ignore_index, double label_smoothing,
                   int reduction, double grad_output, grad_output_rows, loss_out, grad,
-                  int n_threads):
+                  int n_threads, *, hess=None, double hess_factor=1.0,
+                  double hess_floor=0.0):
     """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient.
 
     Every array is a C-contiguous ndarray of logits' dtype (float32 or float64)
@@ -409,7 +508,9 @@ def cross_entropy(logits, target, probs, weight, int64_t ignore_index, double la
     `loss_out` (N,) receives per-row losses for reduction "none"; `grad` (N, C),
     if given, receives the gradient of sum(grad_output * loss) (per-row
     `grad_output_rows` (N,) for "none"). `grad` may be `logits` itself; no other
-    output may overlap an input. Returns the reduced loss as a NumPy scalar of
+    output may overlap an input. `hess` (N, C), if given, receives the diagonal
+    hessian of the same sum (it needs `grad`; it may overlap nothing), times
+    `hess_factor` and at least `hess_floor`. Returns the reduced loss as a NumPy scalar of
     logits' dtype (None for "none"). Raises IndexError for a class index outside [0, C) other than ignore_index.
     """
     cdef int typenum = float_typenum(logits, "logits")
@@ -421,7 +522,11 @@ def cross_entropy(logits, target, probs, weight, int64_t ignore_index, double la
     cdef const int64_t* target_ptr
     cdef void* loss_ptr
     cdef void* grad_ptr
+    cdef void* hess_ptr
+    cdef Hessian hessian
     cdef Span inputs[5]
+    cdef Span hess_span
+    cdef int i
     cdef double value
     if cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2:
         raise ValueError(f"logits: expected a 2-d array, got shape {logits.shape}")
@@ -446,16 +551,27 @@ def cross_entropy(logits, target, probs, weight, int64_t ignore_index, double la
     inputs[4] = Span(rows_ptr, n_rows * item)
     check_outputs(Span(grad_ptr, n_rows * n_classes * item), Span(loss_ptr, n_rows * item),
                   inputs, 5)
+    hess_ptr = array_data(hess, "hess", typenum, n_rows, n_classes, True)
+    if hess_ptr != NULL and grad_ptr == NULL:
+        raise ValueError("hess: needs grad")
+    hess_span = Span(hess_ptr, n_rows * n_classes * item)
+    for i in range(5):
+        if overlap(hess_span, inputs[i]):
+            raise ValueError("hess: must not overlap an operand")
+    if (overlap(hess_span, Span(grad_ptr, n_rows * n_classes * item))
+            or overlap(hess_span, Span(loss_ptr, n_rows * item))):
+        raise ValueError("hess: must not overlap grad or loss_out")
+    hessian = Hessian(out=hess_ptr, factor=hess_factor, floor=hess_floor)
     if typenum == cnp.NPY_FLOAT:
         value = cross_entropy_rows(
             <const float*>x, n_rows, n_classes, target_ptr, <const float*>probs_ptr,
             <const float*>weight_ptr, ignore_index, label_smoothing, reduction, grad_output,
-            <const float*>rows_ptr, <float*>loss_ptr, <float*>grad_ptr, n_threads)
+            <const float*>rows_ptr, <float*>loss_ptr, <float*>grad_ptr, n_threads, &hessian)
     else:
         value = cross_entropy_rows(
             <const double*>x, n_rows, n_classes, target_ptr, <const double*>probs_ptr,
             <const double*>weight_ptr, ignore_index, label_smoothing, reduction, grad_output,
-            <const double*>rows_ptr, <double*>loss_ptr, <double*>grad_ptr, n_threads)
+            <const double*>rows_ptr, <double*>loss_ptr, <double*>grad_ptr, n_threads, &hessian)
     return reduced_loss(value, typenum, reduction)
 
 
@@ -464,8 +580,10 @@ cdef double cross_entropy_rows(
         const int64_t* target_ptr, const floating* probs_ptr, const floating* weight_ptr,
         int64_t ignore_index, double label_smoothing, int reduction, double grad_output,
         const floating* rows_scale_ptr, floating* loss_ptr, floating* grad_ptr,
-        int n_threads) except? -1:
-    """The body of cross_entropy once its arrays are checked (see there)."""
+        int n_threads, const Hessian* hessian=NULL) except? -1:
+    """The body of cross_entropy once its arrays are checked (see there); `hessian`
+    NULL for none."""
+    cdef Hessian no_hessian = Hessian(out=NULL, factor=1.0, floor=0.0)
     cdef Py_ssize_t rows_per_block, n_blocks, block_elems, i, n_invalid = 0
     cdef floating* scratch = NULL
     cdef floating* ones = NULL
@@ -512,7 +630,8 @@ cdef double cross_entropy_rows(
         total = cross_entropy_blocks(
             logits, target_ptr, probs_ptr, weight_ptr, weight_total, n_rows, n_classes,
             rows_per_block, n_blocks, ignore_index, label_smoothing, scale, rows_scale_ptr,
-            loss_ptr, grad_ptr, scratch, block_sums, threads)
+            loss_ptr, grad_ptr, scratch, block_sums, threads,
+            hessian if hessian != NULL else &no_hessian)
     restore_gil(gil)
     free(block_sums)
     free(scratch)
@@ -533,7 +652,7 @@ cdef double cross_entropy_blocks(
         Py_ssize_t n_classes, Py_ssize_t rows_per_block, Py_ssize_t n_blocks,
         int64_t ignore_index, double label_smoothing, double scale,
         const floating* rows_scale_ptr, floating* loss_ptr, floating* grad_ptr,
-        floating* scratch, double* block_sums, int threads) noexcept nogil:
+        floating* scratch, double* block_sums, int threads, const Hessian* hessian) noexcept nogil:
     """Every block, serially or by `threads` OpenMP threads (one fork-join), and
     the sum of their losses in block order."""
     cdef Py_ssize_t b, block_elems = rows_per_block * n_classes
@@ -544,7 +663,7 @@ cdef double cross_entropy_blocks(
                 b * rows_per_block, min(n_rows, (b + 1) * rows_per_block),
                 ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
                 grad_ptr + b * block_elems if grad_ptr != NULL else scratch,
-                grad_ptr != NULL)
+                grad_ptr != NULL, hessian)
     else:
         for b in prange(n_blocks, schedule="static", num_threads=threads):
             block_sums[b] = cross_entropy_block(
@@ -553,6 +672,6 @@ cdef double cross_entropy_blocks(
                 ignore_index, label_smoothing, scale, rows_scale_ptr, loss_ptr,
                 grad_ptr + b * block_elems if grad_ptr != NULL
                 else scratch + threadid() * block_elems,
-                grad_ptr != NULL)
+                grad_ptr != NULL, hessian)
     return sum_in_order(block_sums, n_blocks)
 

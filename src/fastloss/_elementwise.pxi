@@ -3,9 +3,12 @@
 # all elements. Included by _kernels.pxi (see there for the layout).
 #
 # A loss of this family is
-#   1. a `<name>_point` function below: the element's loss and slope (d loss /
+#   1. a `<name>_point` function below: the element's loss, slope (d loss /
 #      d input; for a loss with a second differentiable operand, d loss / d aux
-#      too), branch-free so that the loops calling it vectorise;
+#      too) and curvature (d^2 loss / d input^2, the exact diagonal the
+#      *_grad_hess functions return), branch-free so that the loops calling it
+#      vectorise (a loop that does not store the curvature lets the compiler
+#      drop its computation);
 #   2. a tag struct, listed in ElementTag and dispatched in element_point and
 #      run_elementwise_kind, with its code in ElementwiseLoss.
 # Blocks, threads, weights, reductions and checks are written once, for every
@@ -59,14 +62,17 @@ cdef struct Elementwise:
     void* loss_elems               # per-element losses, or NULL
     void* grad                     # d / d input, or NULL
     void* grad_aux                 # d / d aux per element, or NULL
+    void* hess                     # d^2 / d input^2 per element, or NULL
     Py_ssize_t n
     double scale                   # the gradient's factor: grad_output / "mean" denominator
     ElementOptions options
 
 
 # ------------------------------------------------------------ per-element maths
-# Each writes the loss of one element and its slope d loss / d x. NaN in gives
-# NaN out unless a comment says otherwise.
+# Each writes the loss of one element, its slope d loss / d x and its curvature
+# d^2 loss / d x^2 (0 where the loss is piecewise linear; at a kink, the side
+# the slope takes). NaN in gives NaN out in loss and slope unless a comment
+# says otherwise.
 
 cdef inline floating sign_of(floating d) noexcept nogil:
     """torch.sign: -1, 0 or 1, and 0 for NaN."""
@@ -74,29 +80,34 @@ cdef inline floating sign_of(floating d) noexcept nogil:
     return one if d > zero else (-one if d < zero else zero)
 
 
-cdef inline void mse_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:
+cdef inline void mse_point(floating x, floating y, floating* loss, floating* slope,
+                           floating* curvature) noexcept nogil:
     cdef floating d = x - y
     loss[0] = d * d
     slope[0] = (d + d)
+    curvature[0] = 2
 
 
 cdef inline void huber_point(floating x, floating y, floating delta,
-                             floating* loss, floating* slope) noexcept nogil:
+                             floating* loss, floating* slope, floating* curvature) noexcept nogil:
     cdef floating d = x - y
     cdef floating abs_d = -d if d < 0 else d
     loss[0] = <floating>0.5 * d * d if abs_d <= delta else delta * (abs_d - <floating>0.5 * delta)
     # Clipped residual; at |d| == delta both sides give delta*sign(d). NaN stays NaN.
     slope[0] = delta if d > delta else (-delta if d < -delta else d)
+    curvature[0] = 1 if abs_d <= delta else 0
 
 
-cdef inline void l1_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:
+cdef inline void l1_point(floating x, floating y, floating* loss, floating* slope,
+                          floating* curvature) noexcept nogil:
     cdef floating d = x - y
     loss[0] = -d if d < 0 else d
     slope[0] = sign_of(d)
+    curvature[0] = 0
 
 
 cdef inline void smooth_l1_point(floating x, floating y, floating beta,
-                                 floating* loss, floating* slope) noexcept nogil:
+                                 floating* loss, floating* slope, floating* curvature) noexcept nogil:
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (torch's smooth_l1_loss).
     beta = 0 never takes the quadratic side, so it is exactly L1, as in torch."""
     cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
@@ -114,17 +125,21 @@ cdef inline void smooth_l1_point(floating x, floating y, floating beta,
     cdef floating unsigned = d * zero if beta > zero else zero
     cdef floating sign = one if d > zero else (-one if d < zero else unsigned)
     slope[0] = d_over_beta if quadratic else sign
+    cdef floating inv_beta = one / beta
+    curvature[0] = inv_beta if quadratic else zero
 
 
 cdef inline void bce_point(floating x, floating y, floating pos_weight,
-                           floating* loss, floating* slope) noexcept nogil:
+                           floating* loss, floating* slope, floating* curvature) noexcept nogil:
     """-[pw y log sigmoid(x) + (1-y) log(1 - sigmoid(x))] and its x-derivative.
 
     With c = pw y + 1 - y the loss is A|x| + c log1p(exp(-|x|)), A = 1-y for
     x >= 0 and pw*y for x < 0. A*|x| is taken as 0 when A == 0, so x = +-inf
     gives the exact finite limit (torch gives nan there). The slope
     (1-y) sigmoid(x) - pw y sigmoid(-x) equals c sigmoid(x) - pw y but keeps full
-    relative accuracy when it is tiny (x = 20, y = 1).
+    relative accuracy when it is tiny (x = 20, y = 1). The curvature is
+    c sigmoid(x) sigmoid(-x): a product, never p - p^2, so it keeps its digits
+    at any |x| (about exp(-|x|)) instead of cancelling to 0.
     """
     cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
     cdef floating abs_x = -x if x < zero else x
@@ -139,13 +154,15 @@ cdef inline void bce_point(floating x, floating y, floating pos_weight,
     cdef floating linear = (one - y) if x >= zero else pwy
     loss[0] = (zero if linear == zero else linear * abs_x) + c * log1p_unit(e, u, inv_u)
     slope[0] = (one - y) * sig - pwy * sig_neg
+    curvature[0] = c * (sig * sig_neg)
 
 
 cdef inline void soft_margin_point(floating x, floating y, floating* loss,
-                                   floating* slope) noexcept nogil:
+                                   floating* slope, floating* curvature) noexcept nogil:
     """log(1 + exp(z)), z = -y x, as max(z, 0) + log1p(exp(-|z|)): finite for
     every finite z (torch's literal formula overflows from |z| = 89 in float32,
-    710 in float64). The slope is -y sigmoid(z), sigmoid taken as in bce_point."""
+    710 in float64). The slope is -y sigmoid(z), sigmoid taken as in bce_point;
+    the curvature y^2 sigmoid(z) sigmoid(-z) = y^2 e / (1 + e)^2."""
     cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
     cdef floating z = -(y * x)
     cdef floating abs_z = -z if z < zero else z
@@ -154,31 +171,39 @@ cdef inline void soft_margin_point(floating x, floating y, floating* loss,
     cdef floating inv_u = one / u
     loss[0] = (zero if z <= zero else z) + log1p_unit(e, u, inv_u)
     slope[0] = -y * (inv_u if z >= zero else e * inv_u)
+    curvature[0] = (y * y) * (e * inv_u * inv_u)
 
 
 cdef inline void hinge_point(floating x, floating y, floating margin, bint squared,
-                             floating* loss, floating* slope) noexcept nogil:
+                             floating* loss, floating* slope, floating* curvature) noexcept nogil:
     """max(0, h), h = margin - y x (squared: its square); the subgradient at the
-    kink h = 0 is 0, as torch's relu gives."""
+    kink h = 0 is 0, as torch's relu gives. Curvature: 0, squared 2 y^2 where h > 0."""
     cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
     cdef floating h = margin - y * x
     cdef floating active = zero if h <= zero else h  # NaN stays NaN
     cdef floating dactive = zero if h <= zero else (-y if h > zero else h)
     loss[0] = active * active if squared else active
     slope[0] = (active + active) * dactive if squared else dactive
+    cdef floating squared_curvature = (y + y) * y
+    curvature[0] = squared_curvature if squared & (h > zero) else zero
 
 
 cdef inline void sigmoid_focal_point(floating x, floating y, floating alpha, floating gamma,
-                                     floating* loss, floating* slope) noexcept nogil:
+                                     floating* loss, floating* slope, floating* curvature) noexcept nogil:
     """torchvision's sigmoid_focal_loss: a_t ce q^gamma, where ce is BCE from
     logits, q = 1 - p_t = y sigmoid(-x) + (1-y) sigmoid(x) and
     a_t = alpha y + (1-alpha)(1-y) (1 for alpha < 0). With dq/dx = (1-2y) p(1-p),
     the slope is a_t q^gamma [(p - y) + gamma (1-2y) ce p(1-p)/q]. Every factor
     comes from exp(-|x|), so nothing overflows at any logit; p(1-p)/q <= 1, and
-    it is 0 where q underflows to 0 (where q^gamma is 0 too)."""
+    it is 0 where q underflows to 0 (where q^gamma is 0 too). With s = p(1-p),
+    r = s/q, k = 1-2y and ds/dx = s (1-2p), the curvature is
+
+      a_t q^gamma [s + 2 gamma k (p-y) r + gamma ce k r ((gamma-1) k r + (1-2p))]
+
+    (focal loss is not convex: it is negative for some confident elements)."""
     cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
-    cdef floating ce, dce, q, q_gamma, pq, a_t
-    bce_point(x, y, one, &ce, &dce)
+    cdef floating ce, dce, dce2, q, q_gamma, pq, a_t
+    bce_point(x, y, one, &ce, &dce, &dce2)
     cdef floating abs_x = -x if x < zero else x
     cdef floating e = exp_nonpos(-abs_x)
     cdef floating inv_u = one / (one + e)
@@ -192,13 +217,17 @@ cdef inline void sigmoid_focal_point(floating x, floating y, floating alpha, flo
     # q underflows to 0 only where p(1-p) does: the ratio is then 0.
     cdef floating ratio = pq / (q if q > zero else one)
     loss[0] = a_t * ce * q_gamma
-    slope[0] = a_t * q_gamma * (dce + gamma * (one - y - y) * ce * ratio)
+    cdef floating k = one - y - y
+    slope[0] = a_t * q_gamma * (dce + gamma * k * ce * ratio)
+    curvature[0] = a_t * q_gamma * (pq + gamma * k * ratio * ((dce + dce) + ce * (
+        (gamma - one) * k * ratio + (sig_neg - sig))))
 
 
 cdef inline void binary_cross_entropy_point(floating x, floating y, floating* loss,
-                                            floating* slope) noexcept nogil:
+                                            floating* slope, floating* curvature) noexcept nogil:
     """torch's binary_cross_entropy of a probability x: each log clamped at -100,
-    log(1 - x) as log1p(-x); the slope torch's (x - y) / max((1 - x) x, 1e-12)."""
+    log(1 - x) as log1p(-x); the slope torch's (x - y) / max((1 - x) x, 1e-12);
+    the curvature that of the unclamped loss, y / x^2 + (1 - y) / (1 - x)^2."""
     cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
     cdef floating floor = -100
     cdef floating log_x = log_nonneg(x)
@@ -206,17 +235,19 @@ cdef inline void binary_cross_entropy_point(floating x, floating y, floating* lo
     log_x = floor if log_x < floor else log_x
     log_1mx = floor if log_1mx < floor else log_1mx
     loss[0] = (y - one) * log_1mx - y * log_x
-    cdef floating curvature = (one - x) * x
+    cdef floating variance = (one - x) * x
     # torch's floor is the float 1e-12 (9.99999996e-13), in float64 too.
     cdef floating floor_curvature = <floating><float>1e-12
-    slope[0] = (x - y) / (floor_curvature if curvature < floor_curvature else curvature)
+    slope[0] = (x - y) / (floor_curvature if variance < floor_curvature else variance)
+    cdef floating one_mx = one - x
+    curvature[0] = y / (x * x) + (one - y) / (one_mx * one_mx)
 
 
 cdef inline void kl_div_point(floating x, floating y, bint log_target, floating* loss,
-                              floating* slope) noexcept nogil:
+                              floating* slope, floating* curvature) noexcept nogil:
     """x = log q. y p: y (log y - x), where a target of 0 contributes exactly 0
     (even at x = -inf, where torch's 0 * inf gives NaN); log_target, y = log p:
-    exp(y) (y - x). The slope is -p."""
+    exp(y) (y - x). The slope is -p, the curvature 0 (the loss is linear in x)."""
     cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
     cdef floating exp_y = exp_any(y)
     cdef floating log_y = log_nonneg(y)
@@ -225,27 +256,36 @@ cdef inline void kl_div_point(floating x, floating y, bint log_target, floating*
     cdef floating term = p * (log_p - x)
     loss[0] = zero if p == zero else term
     slope[0] = -p
+    curvature[0] = 0
 
 
-cdef inline void msle_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:
+cdef inline void msle_point(floating x, floating y, floating* loss, floating* slope,
+                            floating* curvature) noexcept nogil:
     """Keras's mean squared logarithmic error: r = log1p(max(x, 1e-7)) -
-    log1p(max(y, 1e-7)), loss r^2, slope 2 r / (1 + x) where x is not clamped
-    and 0 where it is (x < 1e-7)."""
+    log1p(max(y, 1e-7)), loss r^2, slope 2 r / (1 + x) and curvature
+    2 (1 - r) / (1 + x)^2 where x is not clamped, and both 0 where it is (x < 1e-7).
+    The curvature is negative where r > 1: MSLE is not convex in x."""
     cdef floating eps = <floating>1e-7, zero = 0, one = 1
     cdef floating x_clamped = eps if x < eps else x  # NaN stays NaN
     cdef floating y_clamped = eps if y < eps else y
     cdef floating r = log1p_nonneg(x_clamped) - log1p_nonneg(y_clamped)
     loss[0] = r * r
-    cdef floating active_slope = (r + r) / (one + x_clamped)
+    cdef floating one_px = one + x_clamped
+    cdef floating active_slope = (r + r) / one_px
+    cdef floating active_curvature = (one - r + one - r) / (one_px * one_px)
     # (a NaN x is not >= eps: slope 0, as the reference's where(x >= eps, ...))
     slope[0] = active_slope if x >= eps else zero
+    curvature[0] = active_curvature if x >= eps else zero
 
 
-cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating* slope) noexcept nogil:
+cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating* slope,
+                                floating* curvature) noexcept nogil:
     """log(cosh(d)), d = x - y, and its slope tanh(d), never overflowing. For
     |d| >= 1/2: |d| + log1p(exp(-2|d|)) - log 2 and (1 - e)/(1 + e), e = exp(-2|d|).
     Below, that sum cancels to about d^2/2, so with S = sinh(|d|/2) (a series):
-    log1p(2 S^2) (cosh - 1 = 2 S^2) and 2 S sqrt(1 + S^2) / (1 + 2 S^2)."""
+    log1p(2 S^2) (cosh - 1 = 2 S^2) and 2 S sqrt(1 + S^2) / (1 + 2 S^2). The
+    curvature 1 - tanh(d)^2 = 1/cosh(d)^2 is taken as 4 e / (1 + e)^2 and
+    1 / (1 + 2 S^2)^2, never as a difference (which would be 0 from |d| = 19)."""
     cdef floating one = 1, zero = 0, half = <floating>0.5  # typed: bare literals are C doubles
     cdef floating d = x - y
     cdef floating a = -d if d < zero else d
@@ -262,13 +302,18 @@ cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating
     cdef floating t = t_small if small else t_large
     loss[0] = loss_small if small else loss_large
     slope[0] = -t if d < zero else (t if d == d else d)
+    cdef floating inv_cosh = one / (one + two_s2)
+    cdef floating curvature_small = inv_cosh * inv_cosh
+    cdef floating curvature_large = (e + e + e + e) * (inv_u * inv_u)
+    curvature[0] = curvature_small if small else curvature_large
 
 
 cdef inline void poisson_nll_point(floating x, floating y, bint log_input, bint full,
-                                   floating eps, floating* loss, floating* slope) noexcept nogil:
+                                   floating eps, floating* loss, floating* slope,
+                                   floating* curvature) noexcept nogil:
     """torch's poisson_nll_loss: exp(x) - y x (log_input), else x - y log(x + eps);
     full adds Stirling's y log y - y + log(2 pi y)/2 where y > 1 (it does not
-    depend on x)."""
+    depend on x). Curvature: exp(x) (log_input), else y / (x + eps)^2."""
     cdef floating one = 1, zero = 0, half = <floating>0.5  # typed: bare literals are C doubles
     cdef floating rate = exp_any(x)
     cdef floating shifted = x + eps
@@ -282,14 +327,17 @@ cdef inline void poisson_nll_point(floating x, floating y, bint log_input, bint 
     cdef floating stirling_term = zero if (y <= one) | (not full) else stirling
     loss[0] = (loss_log if log_input else loss_rate) + stirling_term
     slope[0] = slope_log if log_input else slope_rate
+    cdef floating curvature_rate = y / (shifted * shifted)
+    curvature[0] = rate if log_input else curvature_rate
 
 
 cdef inline void gaussian_nll_point(floating x, floating y, floating var, bint full, floating eps,
-                                    floating* loss, floating* slope,
+                                    floating* loss, floating* slope, floating* curvature,
                                     floating* slope_var) noexcept nogil:
     """torch's gaussian_nll_loss: (log v + d^2 / v) / 2 (+ log(2 pi)/2 if full),
     d = x - y, v = max(var, eps). torch clamps var without recording it, so the
-    var-slope is the derivative at v, (1/v - d^2/v^2) / 2, even where clamped."""
+    var-slope is the derivative at v, (1/v - d^2/v^2) / 2, even where clamped.
+    The curvature in x is 1/v."""
     cdef floating half = <floating>0.5, one = 1, zero = 0  # typed: bare literals are C doubles
     cdef floating v = eps if var < eps else var
     cdef floating d = x - y
@@ -300,6 +348,7 @@ cdef inline void gaussian_nll_point(floating x, floating y, floating var, bint f
     loss[0] = half * (log_nonneg(v) + d * d_over_v) + (
         <floating>0.9189385332046727 if full else zero)
     slope[0] = d_over_v
+    curvature[0] = inv_v
     slope_var[0] = half * (inv_v - d_over_v * d_over_v)
 
 
@@ -354,38 +403,38 @@ ctypedef fused ElementTag:
 
 cdef inline void element_point(const ElementTag* tag, floating x, floating y, floating aux,
                                const ElementOptions* o, floating* loss, floating* slope,
-                               floating* slope_aux) noexcept nogil:
+                               floating* curvature, floating* slope_aux) noexcept nogil:
     """The loss of `tag` at one element; `aux` is BCE's pos_weight or Gaussian
     NLL's var (1 where a loss has none), `slope_aux` d loss / d aux (Gaussian NLL
     only). Resolved at compile time: each tag's loop calls its own maths."""
     if ElementTag is MseTag:
-        mse_point(x, y, loss, slope)
+        mse_point(x, y, loss, slope, curvature)
     elif ElementTag is HuberTag:
-        huber_point(x, y, <floating>o.delta, loss, slope)
+        huber_point(x, y, <floating>o.delta, loss, slope, curvature)
     elif ElementTag is BceWithLogitsTag:
-        bce_point(x, y, aux, loss, slope)
+        bce_point(x, y, aux, loss, slope, curvature)
     elif ElementTag is L1Tag:
-        l1_point(x, y, loss, slope)
+        l1_point(x, y, loss, slope, curvature)
     elif ElementTag is SmoothL1Tag:
-        smooth_l1_point(x, y, <floating>o.delta, loss, slope)
+        smooth_l1_point(x, y, <floating>o.delta, loss, slope, curvature)
     elif ElementTag is SoftMarginTag:
-        soft_margin_point(x, y, loss, slope)
+        soft_margin_point(x, y, loss, slope, curvature)
     elif ElementTag is HingeTag:
-        hinge_point(x, y, <floating>o.margin, o.squared, loss, slope)
+        hinge_point(x, y, <floating>o.margin, o.squared, loss, slope, curvature)
     elif ElementTag is SigmoidFocalTag:
-        sigmoid_focal_point(x, y, <floating>o.alpha, <floating>o.gamma, loss, slope)
+        sigmoid_focal_point(x, y, <floating>o.alpha, <floating>o.gamma, loss, slope, curvature)
     elif ElementTag is BinaryCrossEntropyTag:
-        binary_cross_entropy_point(x, y, loss, slope)
+        binary_cross_entropy_point(x, y, loss, slope, curvature)
     elif ElementTag is KlDivTag:
-        kl_div_point(x, y, o.log_target, loss, slope)
+        kl_div_point(x, y, o.log_target, loss, slope, curvature)
     elif ElementTag is MsleTag:
-        msle_point(x, y, loss, slope)
+        msle_point(x, y, loss, slope, curvature)
     elif ElementTag is LogCoshTag:
-        log_cosh_point(x, y, loss, slope)
+        log_cosh_point(x, y, loss, slope, curvature)
     elif ElementTag is PoissonNllTag:
-        poisson_nll_point(x, y, o.log_input, o.full, <floating>o.eps, loss, slope)
+        poisson_nll_point(x, y, o.log_input, o.full, <floating>o.eps, loss, slope, curvature)
     elif ElementTag is GaussianNllTag:
-        gaussian_nll_point(x, y, aux, o.full, <floating>o.eps, loss, slope, slope_aux)
+        gaussian_nll_point(x, y, aux, o.full, <floating>o.eps, loss, slope, curvature, slope_aux)
 
 
 cdef inline bint in_domain(const ElementTag* tag, floating x) noexcept nogil:
@@ -447,23 +496,26 @@ cdef double lane_sum_block(const ElementTag* tag, const floating* xs, const floa
     1.05-1.1x at 1e7, where it is a memory-bound pass."""
     cdef double acc[LANES]
     cdef double total = 0
-    cdef floating loss, slope, slope_aux, one = 1
+    cdef floating loss, slope, curvature, slope_aux, one = 1
     cdef Py_ssize_t i = 0, lane
     if n >= LANES:
         for lane in range(LANES):
-            element_point(tag, xs[lane], ys[lane], one, o, &loss, &slope, &slope_aux)
+            element_point(tag, xs[lane], ys[lane], one, o, &loss, &slope, &curvature,
+                          &slope_aux)
             slopes[lane] = slope * scale
             acc[lane] = loss
         i = LANES
         while i + LANES <= n:
             for lane in range(LANES):
-                element_point(tag, xs[i + lane], ys[i + lane], one, o, &loss, &slope, &slope_aux)
+                element_point(tag, xs[i + lane], ys[i + lane], one, o, &loss, &slope, &curvature,
+                          &slope_aux)
                 slopes[i + lane] = slope * scale
                 acc[lane] += loss
             i += LANES
         total = combine_lanes(acc)
     while i < n:
-        element_point(tag, xs[i], ys[i], one, o, &loss, &slope, &slope_aux)
+        element_point(tag, xs[i], ys[i], one, o, &loss, &slope, &curvature,
+                          &slope_aux)
         slopes[i] = slope * scale
         total += loss
         i += 1
@@ -483,6 +535,7 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
     cdef floating loss_buffer[ELEMENT_BLOCK]
     cdef floating slope_buffer[ELEMENT_BLOCK]
     cdef floating slope_aux_buffer[ELEMENT_BLOCK]
+    cdef floating curvature_buffer[ELEMENT_BLOCK]
     cdef const floating* y = <const floating*>call.target
     cdef const floating* aux = <const floating*>call.aux
     cdef const floating* weight = <const floating*>call.weight
@@ -493,19 +546,24 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
     cdef floating* losses = loss_elems + start if loss_elems != NULL else loss_buffer
     cdef floating* slopes = grad + start if grad != NULL else slope_buffer
     cdef floating* slopes_aux = grad_aux + start if grad_aux != NULL else slope_aux_buffer
+    cdef floating* hess = <floating*>call.hess
+    # Without `hess` the curvatures go to a buffer nobody reads (the plain
+    # calls take lane_sum_block, which drops them).
+    cdef floating* curvatures = hess + start if hess != NULL else curvature_buffer
     cdef ElementOptions o = call.options
     # A per-element factor is applied in a pass of its own (reduction "none" only).
     cdef floating scale = 1 if elems_scale != NULL else <floating>call.scale
-    cdef floating slope, slope_aux, one = 1
+    cdef floating slope, curvature, slope_aux, one = 1
     cdef Py_ssize_t n = stop - start, i, run, run_stop, offset
 
-    if loss_elems == NULL and weight == NULL and aux == NULL:
+    if loss_elems == NULL and weight == NULL and aux == NULL and hess == NULL:
         return lane_sum_block(tag, x + start, y + start, n, &o, scale, slopes)
     if aux == NULL:
         for i in range(n):
             element_point(tag, x[start + i], y[start + i], one, &o, &losses[i], &slope,
-                          &slope_aux)
+                          &curvature, &slope_aux)
             slopes[i] = slope * scale
+            curvatures[i] = curvature * scale
     else:
         run = start
         while run < stop:
@@ -513,8 +571,9 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
             offset = run % call.aux_period - run
             for i in range(run, run_stop):
                 element_point(tag, x[i], y[i], aux[i + offset], &o, &losses[i - start], &slope,
-                              &slope_aux)
+                              &curvature, &slope_aux)
                 slopes[i - start] = slope * scale
+                curvatures[i - start] = curvature * scale
                 if ElementTag is GaussianNllTag:
                     slopes_aux[i - start] = slope_aux * scale
             run = run_stop
@@ -528,12 +587,18 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
                 slopes[i - start] = weight[i + offset] * slopes[i - start]
                 if ElementTag is GaussianNllTag:
                     slopes_aux[i - start] = weight[i + offset] * slopes_aux[i - start]
+            if hess != NULL:
+                for i in range(run, run_stop):
+                    curvatures[i - start] = weight[i + offset] * curvatures[i - start]
             run = run_stop
     if elems_scale != NULL:
         for i in range(n):
             slopes[i] = slopes[i] * elems_scale[start + i]
             if ElementTag is GaussianNllTag:
                 slopes_aux[i] = slopes_aux[i] * elems_scale[start + i]
+        if hess != NULL:
+            for i in range(n):
+                curvatures[i] = curvatures[i] * elems_scale[start + i]
     return sum_lanes(losses, n)
 
 
@@ -603,7 +668,7 @@ cdef double elementwise_elems(ElementwiseLoss kind, const floating* x, Elementwi
 def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_period, weight,
                      Py_ssize_t weight_period, int reduction, double denominator,
                      double grad_output, grad_output_elems, loss_out, grad, grad_aux,
-                     int n_threads, *, double delta=1.0, double margin=1.0, double alpha=0.25,
+                     int n_threads, *, hess=None, double delta=1.0, double margin=1.0, double alpha=0.25,
                      double gamma=2.0, double eps=1e-8, bint squared=False,
                      bint log_target=False, bint log_input=True, bint full=False):
     """An elementwise loss over flat `input`/`target` (n,), fused with its gradients.
@@ -615,8 +680,9 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
     "none"; `grad` (n,), if given, the gradient of sum(grad_output * loss) with
     respect to input (per-element `grad_output_elems` (n,) for "none"), and
     `grad_aux` (n,) that with respect to each element's aux (Gaussian NLL; aux
-    of period n). `grad` may be `input` itself; no other output may overlap an
-    input. "mean" divides by `denominator`. The keyword options are the losses'
+    of period n). `hess` (n,), if given, receives the curvature d^2 loss / d
+    input^2 per element, scaled like `grad` (grad_output, weight, "mean"). `grad`
+    may be `input` itself; no other output may overlap an input or another output. "mean" divides by `denominator`. The keyword options are the losses'
     (ElementOptions). Returns the reduced loss as a NumPy scalar of input's
     dtype (None for "none").
     """
@@ -625,7 +691,7 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
     cdef const void* x
     cdef Elementwise call
     cdef Span inputs[5]
-    cdef Span aux_grad_span
+    cdef Span aux_grad_span, hess_span
     cdef double value
     cdef int i
     if cnp.PyArray_NDIM(<cnp.ndarray>input) != 1:
@@ -647,6 +713,7 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
     call.loss_elems = array_data(loss_out, "loss_out", typenum, n, -1, True)
     call.grad = array_data(grad, "grad", typenum, n, -1, True)
     call.grad_aux = array_data(grad_aux, "grad_aux", typenum, n, -1, True)
+    call.hess = array_data(hess, "hess", typenum, n, -1, True)
     if call.grad_aux != NULL and (kind != GAUSSIAN_NLL or aux_period != n):
         raise ValueError("grad_aux: only for Gaussian NLL with an aux of the input's size")
     inputs[0] = Span(x, n * item)
@@ -662,6 +729,13 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
     if overlap(aux_grad_span, Span(call.grad, n * item)) or overlap(
             aux_grad_span, Span(call.loss_elems, n * item)):
         raise ValueError("grad_aux: must not overlap grad or loss_out")
+    hess_span = Span(call.hess, n * item)
+    for i in range(5):
+        if overlap(hess_span, inputs[i]):
+            raise ValueError("hess: must not overlap an operand")
+    if (overlap(hess_span, Span(call.grad, n * item)) or overlap(hess_span, aux_grad_span)
+            or overlap(hess_span, Span(call.loss_elems, n * item))):
+        raise ValueError("hess: must not overlap grad, grad_aux or loss_out")
     call.options = ElementOptions(delta=delta, margin=margin, alpha=alpha, gamma=gamma, eps=eps,
                                   squared=squared, log_target=log_target, log_input=log_input,
                                   full=full)

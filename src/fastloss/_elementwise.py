@@ -18,8 +18,9 @@ import numpy as np
 from . import _dispatch
 from ._kernels_baseline import BLOCK_SIZES, REDUCTION_MEAN, REDUCTION_NONE, ElementwiseLoss
 from ._validation import (
-    as_result, check_out, copy_result, float_input, float_operand, grad_scale, kernel_array,
-    option_float, real_array, reduction_code, thread_count,
+    XGBOOST_HESSIAN_FLOOR, as_result, check_out, copy_result, float_input, float_operand,
+    grad_scale, hessian_convention, kernel_array, option_float, out_pair, real_array,
+    reduction_code, sample_weights, thread_count,
 )
 
 __all__ = [
@@ -75,7 +76,7 @@ def _repeating(value: Any, name: str, x: np.ndarray, *, exact: bool = False):
 def _elementwise(kind, input, target, reduction, *, grad_output=None, out=None, n_threads=None,
                  want_grad=False, weight=None, exact_weight=False, mean_by_weight=False,
                  aux=None, aux_operand=None, want_grad_aux=False, denominator=None,
-                 fast_delta=None, **options):
+                 fast_delta=None, hess=None, **options):
     """(loss, grad_input or None, per-element grad of aux or None) of one call.
 
     `weight` scales each element's loss; "mean" divides by the summed weights
@@ -84,10 +85,13 @@ def _elementwise(kind, input, target, reduction, *, grad_output=None, out=None, 
     input: a function returning (flat array, period); `aux_operand` is the
     caller's original, for the overlap checks. `fast_delta` (the loss's float
     option, 1.0 for none) lets a plain call try the kernels' fast path first.
-    `options` go to the kernel as they are.
+    `hess`, an array of the converted input's shape and dtype, receives the
+    curvature per element, scaled like the gradient. `options` go to the kernel
+    as they are.
     """
     # The fast path knows only the element count as "mean"'s denominator.
-    if fast_delta is not None and weight is None and aux is None and denominator is None:
+    if fast_delta is not None and weight is None and aux is None and denominator is None\
+            and hess is None:
         fast = _dispatch.kernels.elementwise_fast(kind, input, target, fast_delta, reduction,
                                                   grad_output, out, n_threads, want_grad)
         if fast is not NotImplemented:
@@ -121,7 +125,7 @@ def _elementwise(kind, input, target, reduction, *, grad_output=None, out=None, 
     value = _dispatch.kernels.elementwise_loss(
         kind, x.reshape(-1), y.reshape(-1), aux_flat, aux_period, w, w_period, code,
         denominator, scale, scale_elems, loss_elems, None if grad is None else grad.reshape(-1),
-        grad_aux, threads, **options)
+        grad_aux, threads, hess=None if hess is None else hess.reshape(-1), **options)
 
     if code == REDUCTION_NONE:
         loss = as_result(loss_elems.reshape(x.shape), result_dtype)
@@ -609,3 +613,263 @@ def kl_div_with_grad(input, target, reduction="mean", log_target=False, grad_out
                      out=None, *, n_threads=None):
     r""":func:`kl_div` and its gradient ``-g p / D`` with respect to ``input``, in one pass."""
     return _kl_div(input, target, reduction, log_target, grad_output, out, n_threads, True)
+
+
+# ----------------------------------------------------------- gradient boosting
+#
+# `<name>_grad_hess(input, target, <options>, sample_weight=None, hessian="exact",
+# out=None)` -> (loss, grad, hess): `loss` = sum(sample_weight * loss) (a scalar of
+# input's dtype), `grad` and `hess` its first derivative and the diagonal of its
+# second derivative with respect to `input`, per element, from one pass. The
+# kernels give the exact curvature; the booster conventions then adjust it in a
+# cheap pass over `hess` (and, for squared error, halve all three):
+#
+#   "exact"      the curvature itself, no floor (0 where the loss is linear);
+#   "xgboost"    XGBoost 3.2's built-in where it has one (binary:logistic:
+#                max(p(1-p), 1e-16) w, floored before the weight;
+#                reg:squarederror: 0.5 r^2; count:poisson: exp(x + 0.7)), else
+#                the exact curvature floored at 1e-16 before the weight;
+#   "lightgbm"   LightGBM 4.7's (binary: p(1-p) w, no floor; regression:
+#                0.5 r^2; huber: hessian w; poisson: exp(x + 0.7)), else as
+#                "xgboost".
+#
+# Where the exact curvature is 0 on whole regions (L1, Huber and smooth L1
+# outside their quadratic zone, the plain hinge), both booster conventions use
+# the hessian w (1 per unit weight), as LightGBM's huber and regression_l1 and
+# XGBoost's reg:absoluteerror do: a Newton step then is a (clipped) gradient
+# step, and a booster needs hessians > 0.
+
+#: How each booster convention adjusts the exact curvature: "floor" (at 1e-16,
+#: before the weight), "unit" (the weight itself), "half" (0.5 r^2: loss, grad
+#: and hess halved), "poisson" (exp(x + 0.7), both boosters' max_delta_step 0.7)
+#: or "exact".
+_FLOOR, _UNIT, _HALF, _POISSON, _EXACT = "floor", "unit", "half", "poisson", "exact"
+# exp(0.7): XGBoost's count:poisson and LightGBM's poisson use exp(x + max_delta_step).
+_POISSON_STEP = math.exp(0.7)
+
+
+def _booster_weights(sample_weight, weight, x):
+    """The per-element weight of a grad_hess call: sample_weight (N,) along the first
+    axis times a torch-style `weight` broadcast against input; None for neither."""
+    n = x.shape[0] if x.ndim else 1
+    sw = sample_weights(sample_weight, n, x.dtype)
+    if sw is not None and x.ndim == 0:
+        sw = sw.reshape(())
+    elif sw is not None:
+        sw = sw.reshape((n,) + (1,) * (x.ndim - 1))
+    if weight is None:
+        return None if sw is None else np.broadcast_to(sw, x.shape)
+    w = real_array(weight, "weight", x.dtype)
+    try:
+        shape = np.broadcast_shapes(w.shape, x.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(f"weight: shape {w.shape} does not broadcast to input's shape {x.shape}")
+    w = np.broadcast_to(w, x.shape)
+    return w if sw is None else sw * w
+
+
+def _grad_hess(kind, input, target, sample_weight, hessian, out, n_threads, policy, *,
+               weight=None, aux=None, aux_operand=None, floor_factor=None, **options):
+    """(loss, grad, hess) of an elementwise loss for gradient boosting (see above).
+
+    `policy` maps "xgboost"/"lightgbm" to the adjustment of the exact curvature;
+    `floor_factor(x, w)`, if given, is the factor of the weight under the floor
+    (BCE's pw y + 1 - y, which the curvature carries like a weight).
+    """
+    convention = hessian_convention(hessian)
+    grad_out, hess_out = out_pair(out)
+    x, result_dtype = float_input(input)
+    dtype = x.dtype
+    w = _booster_weights(sample_weight, weight, x)
+    operands = (input, target, sample_weight, weight, aux_operand)
+    direct = result_dtype is dtype
+    if grad_out is not None:
+        check_out(grad_out, input, result_dtype, operands)
+    if hess_out is not None:
+        check_out(hess_out, input, result_dtype, operands + (grad_out,))
+    hess = hess_out if hess_out is not None and direct else np.empty(x.shape, dtype)
+    loss, grad, _ = _elementwise(kind, x, target, "sum", weight=w, out=grad_out if direct else None,
+                                 n_threads=n_threads, want_grad=True, aux=aux,
+                                 aux_operand=aux_operand, hess=hess, **options)
+    action = _EXACT if convention == "exact" else policy[convention]
+    if action == _HALF:
+        # The boosters' squared error is 0.5 r^2 (grad r, hess 1); halving by 2 is exact.
+        loss = loss * dtype.type(0.5)
+        grad *= 0.5
+        hess *= 0.5
+    elif action == _UNIT:
+        hess[...] = 1 if w is None else w
+    elif action == _POISSON:
+        hess *= _POISSON_STEP
+    elif action == _FLOOR:
+        floor = 1.0 if w is None else w
+        if floor_factor is not None:
+            floor = floor * floor_factor(x)
+        np.maximum(hess, XGBOOST_HESSIAN_FLOOR * np.asarray(floor, dtype), out=hess)
+    if not direct:
+        loss = as_result(loss, result_dtype)
+        grad, hess = as_result(grad, result_dtype), as_result(hess, result_dtype)
+        if grad_out is not None:
+            copy_result(grad_out, grad)
+            grad = grad_out
+        if hess_out is not None:
+            copy_result(hess_out, hess)
+            hess = hess_out
+    return loss, grad, hess
+
+
+_BOTH = {"xgboost": _FLOOR, "lightgbm": _FLOOR}
+_UNIT_BOTH = {"xgboost": _UNIT, "lightgbm": _UNIT}
+
+
+def mse_loss_grad_hess(input, target, sample_weight=None, hessian="exact", out=None, *,
+                       n_threads=None):
+    r"""Squared error for gradient boosting: ``(loss, grad, hess)`` in one pass.
+
+    ``hessian="exact"`` gives fastloss's :func:`mse_loss` summed,
+    ``loss = sum(w r^2)``, ``grad = 2 w r``, ``hess = 2 w`` (``r = x - y``,
+    ``w`` the sample weight, 1 without). The boosters' squared error
+    (XGBoost ``reg:squarederror``, LightGBM ``regression``, scikit-learn's
+    HalfSquaredError) is half of it, and ``"xgboost"``/``"lightgbm"`` return that:
+    ``sum(0.5 w r^2)``, ``w r``, ``w``. (Handing the booster ``2 w r`` and ``2 w``
+    instead gives other trees wherever ``reg_lambda`` or ``min_child_weight``
+    is not 0.) ``out`` is None or a pair ``(grad_out, hess_out)``.
+    """
+    return _grad_hess(_K.MSE, input, target, sample_weight, hessian, out, n_threads,
+                      {"xgboost": _HALF, "lightgbm": _HALF})
+
+
+def huber_loss_grad_hess(input, target, delta=1.0, sample_weight=None, hessian="exact",
+                         out=None, *, n_threads=None):
+    r""":func:`huber_loss` for gradient boosting: ``loss = sum(w l)``,
+    ``grad = w clip(r, -delta, delta)`` and ``hess = w`` where ``|r| <= delta``,
+    else 0 (``"exact"``; the side of the kink at ``|r| = delta`` is the quadratic
+    one). The booster conventions use ``hess = w`` everywhere, as LightGBM's
+    ``huber`` (``alpha`` = ``delta``) does; XGBoost has no Huber built-in."""
+    return _grad_hess(_K.HUBER, input, target, sample_weight, hessian, out, n_threads,
+                      _UNIT_BOTH, delta=option_float(delta, "delta", "positive"))
+
+
+def l1_loss_grad_hess(input, target, sample_weight=None, hessian="exact", out=None, *,
+                      n_threads=None):
+    r""":func:`l1_loss` for gradient boosting: ``grad = w sign(r)``; the exact hessian
+    is 0, the booster conventions' ``w``, as XGBoost's ``reg:absoluteerror`` and
+    LightGBM's ``regression_l1`` use (both also refit the leaves to quantiles
+    after each tree, which a custom objective cannot do)."""
+    return _grad_hess(_K.L1, input, target, sample_weight, hessian, out, n_threads, _UNIT_BOTH)
+
+
+def smooth_l1_loss_grad_hess(input, target, beta=1.0, sample_weight=None, hessian="exact",
+                             out=None, *, n_threads=None):
+    r""":func:`smooth_l1_loss` for gradient boosting: exact hessian ``w / beta`` where
+    ``|r| < beta``, else 0; the booster conventions use ``w`` everywhere (as for
+    :func:`huber_loss_grad_hess`)."""
+    return _grad_hess(_K.SMOOTH_L1, input, target, sample_weight, hessian, out, n_threads,
+                      _UNIT_BOTH, delta=option_float(beta, "beta", "nonnegative"))
+
+
+def msle_loss_grad_hess(input, target, sample_weight=None, hessian="exact", out=None, *,
+                        n_threads=None):
+    r""":func:`msle_loss` for gradient boosting: ``grad = 2 w r / (1 + x)``,
+    ``hess = 2 w (1 - r) / (1 + x)^2`` (0 where ``x < 1e-7`` is clamped; negative
+    where ``r > 1``, MSLE not being convex), floored at 1e-16 before the weight
+    by the booster conventions."""
+    return _grad_hess(_K.MSLE, input, target, sample_weight, hessian, out, n_threads, _BOTH)
+
+
+def log_cosh_loss_grad_hess(input, target, sample_weight=None, hessian="exact", out=None, *,
+                            n_threads=None):
+    r""":func:`log_cosh_loss` for gradient boosting: ``grad = w tanh(r)``,
+    ``hess = w / cosh(r)^2`` (computed as a quotient, so it keeps its digits for
+    large ``|r|``), floored at 1e-16 before the weight by the booster conventions."""
+    return _grad_hess(_K.LOG_COSH, input, target, sample_weight, hessian, out, n_threads,
+                      _BOTH)
+
+
+def poisson_nll_loss_grad_hess(input, target, log_input=True, full=False, eps=1e-8,
+                               sample_weight=None, hessian="exact", out=None, *,
+                               n_threads=None):
+    r""":func:`poisson_nll_loss` for gradient boosting. With ``log_input`` (the
+    boosters' case: ``input`` is the log-rate margin) ``grad = w (exp(x) - y)`` and
+    ``hess = w exp(x)``; the booster conventions use ``w exp(x + 0.7)``, as XGBoost's
+    ``count:poisson`` and LightGBM's ``poisson`` do with their default
+    ``max_delta_step`` 0.7. Without it, ``hess = w y / (x + eps)^2``, floored at
+    1e-16 before the weight."""
+    policy = ({"xgboost": _POISSON, "lightgbm": _POISSON} if log_input else _BOTH)
+    return _grad_hess(_K.POISSON_NLL, input, target, sample_weight, hessian, out, n_threads,
+                      policy, **_poisson_options(log_input, full, eps))
+
+
+def gaussian_nll_loss_grad_hess(input, target, var, full=False, eps=1e-6, sample_weight=None,
+                                hessian="exact", out=None, *, n_threads=None):
+    r""":func:`gaussian_nll_loss` for gradient boosting of the mean, ``var`` fixed:
+    ``grad = w (x - y) / v``, ``hess = w / v`` (``v = max(var, eps)``); the booster
+    conventions floor it at 1e-16 before the weight."""
+    def aux(x):
+        return _gaussian_var(var, x)[0]
+
+    return _grad_hess(_K.GAUSSIAN_NLL, input, target, sample_weight, hessian, out, n_threads,
+                      _BOTH, aux=aux, aux_operand=var, full=bool(full),
+                      eps=option_float(eps, "eps", "nonnegative"))
+
+
+def binary_cross_entropy_with_logits_grad_hess(input, target, weight=None, pos_weight=None,
+                                               sample_weight=None, hessian="exact", out=None,
+                                               *, n_threads=None):
+    r""":func:`binary_cross_entropy_with_logits` for gradient boosting.
+
+    With ``p = sigmoid(x)``, ``c = pw y + 1 - y`` and ``w`` the sample weight times
+    ``weight``: ``loss = sum(w l)``, ``grad = w ((1 - y) p - pw y (1 - p))`` and
+    ``hess = w c p (1 - p)``, the product taken as ``sigmoid(x) sigmoid(-x)`` so it
+    keeps full relative precision (about ``exp(-|x|)``) instead of cancelling.
+    ``"xgboost"`` is ``binary:logistic``'s ``max(c p (1 - p), 1e-16) w`` (floored
+    before the weight; ``pos_weight`` plays ``scale_pos_weight``); ``"lightgbm"``
+    is ``binary``'s ``w c p (1 - p)``, without a floor.
+    """
+    aux = None if pos_weight is None else (lambda x: _repeating(pos_weight, "pos_weight", x))
+
+    def floor_factor(x):
+        if pos_weight is None:
+            return 1.0
+        y = float_operand(target, "target", x.dtype, x.shape)
+        pw = np.broadcast_to(real_array(pos_weight, "pos_weight", x.dtype), x.shape)
+        return pw * y + (1 - y)
+
+    return _grad_hess(_K.BCE_WITH_LOGITS, input, target, sample_weight, hessian, out,
+                      n_threads, {"xgboost": _FLOOR, "lightgbm": _EXACT}, weight=weight,
+                      aux=aux, aux_operand=pos_weight, floor_factor=floor_factor)
+
+
+def soft_margin_loss_grad_hess(input, target, sample_weight=None, hessian="exact", out=None,
+                               *, n_threads=None):
+    r""":func:`soft_margin_loss` for gradient boosting (labels -1/1):
+    ``grad = -w y sigmoid(-y x)``, ``hess = w y^2 sigmoid(x) sigmoid(-x)``, floored
+    at 1e-16 before the weight by the booster conventions (as ``binary:logistic``)."""
+    return _grad_hess(_K.SOFT_MARGIN, input, target, sample_weight, hessian, out, n_threads,
+                      _BOTH)
+
+
+def hinge_loss_grad_hess(input, target, margin=1.0, squared=False, sample_weight=None,
+                         hessian="exact", out=None, *, n_threads=None):
+    r""":func:`hinge_loss` for gradient boosting. Exact hessian: 0 for the plain hinge
+    (piecewise linear), ``2 w y^2`` where ``h > 0`` for the squared one. The booster
+    conventions: ``w`` for the plain hinge (as for L1), the squared one's floored at
+    1e-16 before the weight."""
+    policy = _BOTH if squared else _UNIT_BOTH
+    return _grad_hess(_K.HINGE, input, target, sample_weight, hessian, out, n_threads, policy,
+                      margin=option_float(margin, "margin"), squared=bool(squared))
+
+
+def sigmoid_focal_loss_grad_hess(input, target, alpha=0.25, gamma=2.0, sample_weight=None,
+                                 hessian="exact", out=None, *, n_threads=None):
+    r""":func:`sigmoid_focal_loss` for gradient boosting, the hessian in closed form.
+
+    With ``s = p (1 - p)``, ``q = 1 - p_t``, ``r = s / q``, ``k = 1 - 2y`` and ``ce``
+    the BCE: ``hess = w a_t q^gamma [s + 2 gamma k (p - y) r + gamma ce k r ((gamma - 1)
+    k r + 1 - 2p)]``. Focal loss is not convex, so this is negative for some
+    confident elements; the booster conventions floor it at 1e-16 before the weight.
+    """
+    return _grad_hess(_K.SIGMOID_FOCAL, input, target, sample_weight, hessian, out, n_threads,
+                      _BOTH, **_focal_options(alpha, gamma))

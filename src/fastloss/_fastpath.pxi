@@ -186,7 +186,7 @@ def elementwise_fast(ElementwiseLoss kind, input, target, delta, reduction, grad
     call.aux_period = call.weight_period = 0
     call.loss_elems = cnp.PyArray_DATA(losses) if losses is not None else NULL
     call.grad = cnp.PyArray_DATA(grad) if grad is not None else NULL
-    call.grad_aux = NULL
+    call.grad_aux = call.hess = NULL
     call.n = cnp.PyArray_SIZE(x)
     call.options = ElementOptions(delta=delta, margin=1.0, alpha=0.25, gamma=2.0, eps=1e-8,
                                   squared=False, log_target=False, log_input=True, full=False)

@@ -71,6 +71,10 @@ def cross_entropy(
     loss_out: npt.NDArray[_Float] | None,
     grad: npt.NDArray[_Float] | None,
     n_threads: int,
+    *,
+    hess: npt.NDArray[_Float] | None = None,
+    hess_factor: float = 1.0,
+    hess_floor: float = 0.0,
 ) -> _Float | None:
     """Softmax cross-entropy of the rows of `logits` (N, C), fused with its gradient."""
 
@@ -110,6 +114,7 @@ def elementwise_loss(
     grad_aux: npt.NDArray[_Float] | None,
     n_threads: int,
     *,
+    hess: npt.NDArray[_Float] | None = None,
     delta: float = 1.0,
     margin: float = 1.0,
     alpha: float = 0.25,

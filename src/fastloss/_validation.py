@@ -168,3 +168,41 @@ def option_float(value: Any, name: str, condition: str = "any") -> float:
     if condition == "nonnegative" and not number >= 0:
         raise ValueError(f"{name}: expected a value >= 0, got {number}")
     return number
+
+
+# ------------------------------------------------------------ gradient boosting
+
+#: The hessian conventions of the *_grad_hess functions.
+HESSIANS = ("exact", "xgboost", "lightgbm")
+#: The floor XGBoost's built-in objectives put under a hessian (binary:logistic,
+#: multi:softprob: ``kRtEps``/``1e-16f``).
+XGBOOST_HESSIAN_FLOOR = 1e-16
+
+
+def hessian_convention(hessian: Any) -> str:
+    if not isinstance(hessian, str) or hessian not in HESSIANS:
+        raise ValueError(f"hessian: expected one of {', '.join(map(repr, HESSIANS))}, "
+                         f"got {hessian!r}")
+    return hessian
+
+
+def sample_weights(sample_weight: Any, n: int, dtype: np.dtype) -> np.ndarray | None:
+    """`sample_weight` as an (n,) array of `dtype` (None stays None): real, finite, >= 0."""
+    if sample_weight is None:
+        return None
+    array = real_array(sample_weight, "sample_weight", dtype)
+    if array.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},) (one weight per sample), "
+                         f"got {array.shape}")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError("sample_weight: expected finite weights >= 0")
+    return kernel_array(array)
+
+
+def out_pair(out: Any) -> tuple[Any, Any]:
+    """(grad_out, hess_out) of a *_grad_hess call's `out=` (None or a pair)."""
+    if out is None:
+        return None, None
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError("out: expected None or a pair (grad_out, hess_out)")
+    return out

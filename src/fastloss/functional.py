@@ -15,6 +15,12 @@ Every loss comes in two forms with the same arguments:
   of input's shape and dtype, C-contiguous; ``input`` itself is allowed) receives
   the gradient without allocating.
 
+The losses of ``GRAD_HESS`` have a third form for gradient boosting:
+``name_grad_hess(input, target, ..., sample_weight=None, hessian="exact", out=None)
+-> (loss, grad, hess)``: the sum of ``sample_weight * loss``, its gradient and the
+diagonal of its hessian per element, from one pass; ``hessian="xgboost"`` or
+``"lightgbm"`` follows that library's built-in objective (see each function).
+
 Conventions shared by all of them:
 
 - ``input`` is float32 or float64 and results keep its dtype (float16 is
@@ -31,10 +37,14 @@ Conventions shared by all of them:
 from __future__ import annotations
 
 from ._class_rows import (
-    cross_entropy, cross_entropy_with_grad, multi_margin_loss, multi_margin_loss_with_grad,
+    cross_entropy, cross_entropy_grad_hess, cross_entropy_with_grad, multi_margin_loss, multi_margin_loss_with_grad,
     nll_loss, nll_loss_with_grad,
 )
 from ._elementwise import (
+    binary_cross_entropy_with_logits_grad_hess, gaussian_nll_loss_grad_hess,
+    hinge_loss_grad_hess, huber_loss_grad_hess, l1_loss_grad_hess, log_cosh_loss_grad_hess,
+    mse_loss_grad_hess, msle_loss_grad_hess, poisson_nll_loss_grad_hess,
+    sigmoid_focal_loss_grad_hess, smooth_l1_loss_grad_hess, soft_margin_loss_grad_hess,
     binary_cross_entropy, binary_cross_entropy_with_grad, binary_cross_entropy_with_logits,
     binary_cross_entropy_with_logits_with_grad, gaussian_nll_loss, gaussian_nll_loss_with_grad,
     hinge_loss, hinge_loss_with_grad, huber_loss, huber_loss_with_grad, kl_div,
@@ -55,28 +65,44 @@ LOSSES = {
                     "gaussian_nll_loss"),
 }
 
+#: The losses with a ``<name>_grad_hess`` for gradient boosting (see
+#: fastloss.xgboost and fastloss.lightgbm).
+GRAD_HESS = ("cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+             "soft_margin_loss", "hinge_loss", "mse_loss", "l1_loss", "huber_loss",
+             "smooth_l1_loss", "msle_loss", "log_cosh_loss", "poisson_nll_loss",
+             "gaussian_nll_loss")
+
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad_hess",
     "binary_cross_entropy_with_logits_with_grad",
     "cross_entropy",
+    "cross_entropy_grad_hess",
     "cross_entropy_with_grad",
     "gaussian_nll_loss",
+    "gaussian_nll_loss_grad_hess",
     "gaussian_nll_loss_with_grad",
     "hinge_loss",
+    "hinge_loss_grad_hess",
     "hinge_loss_with_grad",
     "huber_loss",
+    "huber_loss_grad_hess",
     "huber_loss_with_grad",
     "kl_div",
     "kl_div_with_grad",
     "l1_loss",
+    "l1_loss_grad_hess",
     "l1_loss_with_grad",
     "log_cosh_loss",
+    "log_cosh_loss_grad_hess",
     "log_cosh_loss_with_grad",
     "mse_loss",
+    "mse_loss_grad_hess",
     "mse_loss_with_grad",
     "msle_loss",
+    "msle_loss_grad_hess",
     "msle_loss_with_grad",
     "multi_margin_loss",
     "multi_margin_loss_with_grad",
@@ -85,11 +111,15 @@ __all__ = [
     "nll_loss",
     "nll_loss_with_grad",
     "poisson_nll_loss",
+    "poisson_nll_loss_grad_hess",
     "poisson_nll_loss_with_grad",
     "sigmoid_focal_loss",
+    "sigmoid_focal_loss_grad_hess",
     "sigmoid_focal_loss_with_grad",
     "smooth_l1_loss",
+    "smooth_l1_loss_grad_hess",
     "smooth_l1_loss_with_grad",
     "soft_margin_loss",
+    "soft_margin_loss_grad_hess",
     "soft_margin_loss_with_grad",
 ]

@@ -72,6 +72,19 @@ __all__ = [
     "poisson_nll_loss_with_grad",
     "gaussian_nll_loss",
     "gaussian_nll_loss_with_grad",
+    "cross_entropy_grad_hess",
+    "binary_cross_entropy_with_logits_grad_hess",
+    "mse_loss_grad_hess",
+    "huber_loss_grad_hess",
+    "l1_loss_grad_hess",
+    "smooth_l1_loss_grad_hess",
+    "soft_margin_loss_grad_hess",
+    "hinge_loss_grad_hess",
+    "sigmoid_focal_loss_grad_hess",
+    "msle_loss_grad_hess",
+    "log_cosh_loss_grad_hess",
+    "poisson_nll_loss_grad_hess",
+    "gaussian_nll_loss_grad_hess",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -1082,3 +1095,247 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     return gaussian_nll_loss_with_grad(
         input, target, var, full, eps, reduction, grad_output=None
     )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient boosting: loss, gradient and diagonal hessian
+# --------------------------------------------------------------------------------------------
+#
+# ``<name>_grad_hess(input, target, <options>, sample_weight=None, hessian="exact")`` returns
+# ``(loss, grad, hess)``: ``loss = sum(s l)`` with ``s`` the sample weight (one per sample, along
+# the first axis; 1 without), ``grad`` its gradient and ``hess`` the diagonal of its hessian with
+# respect to ``input``, both of input's shape and dtype.  ``hessian`` picks the convention:
+#
+# * ``"exact"``: ``s d^2 l / dx^2``, where a loss is piecewise linear 0.
+# * ``"xgboost"`` / ``"lightgbm"``: the library's built-in objective where it has one (written
+#   out in each function), else ``max(d^2 l / dx^2, 1e-16) s``; ``hess = s`` where the curvature
+#   is 0 on whole regions (L1, Huber, smooth L1, the plain hinge).
+#
+# Squared error is the exception in the loss too: the boosters' is ``0.5 r^2`` (grad ``r``, hess
+# 1), half of fastloss's ``r^2``, so their conventions return half of all three.
+
+XGBOOST_FLOOR = 1e-16
+
+
+def _check_hessian(hessian):
+    if hessian not in ("exact", "xgboost", "lightgbm"):
+        raise ValueError(f"hessian must be 'exact', 'xgboost' or 'lightgbm', got {hessian!r}")
+
+
+def _sample_weight(sample_weight, shape):
+    """float64 sample weights broadcast along input's first axis (ones for None)."""
+    if sample_weight is None:
+        return np.ones(shape)
+    s = np.asarray(sample_weight, np.float64)
+    return np.broadcast_to(s.reshape(s.shape + (1,) * (len(shape) - s.ndim)), shape)
+
+
+def _boosted(per_elem, dper_elem, curvature, s, hessian, policy, dtype, floor_factor=1.0):
+    """(loss, grad, hess) from per-element loss, slope and exact curvature (float64).
+
+    ``policy`` is the booster conventions' treatment: "floor" (``max(curvature / f, 1e-16) f s``
+    with ``f = floor_factor``, a factor the curvature carries like a weight), "unit" (``s``),
+    "half" (0.5 r^2: all three halved), "poisson" (``s exp(x + 0.7)`` = ``s curvature e^0.7``) or
+    "exact"."""
+    _check_hessian(hessian)
+    loss = np.sum(s * per_elem)
+    grad = s * dper_elem
+    hess = s * curvature
+    action = "exact" if hessian == "exact" else policy[hessian]
+    if action == "half":
+        loss, grad, hess = 0.5 * loss, 0.5 * grad, 0.5 * hess
+    elif action == "unit":
+        hess = np.array(s, dtype=np.float64)
+    elif action == "poisson":
+        hess = hess * np.exp(0.7)
+    elif action == "floor":
+        f = np.broadcast_to(floor_factor, curvature.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_unit = np.where(f == 0, 0.0, curvature / np.where(f == 0, 1.0, f))
+        hess = np.maximum(per_unit, XGBOOST_FLOOR) * f * s
+    return dtype.type(loss), grad.astype(dtype), hess.astype(dtype)
+
+
+_FLOORED = {"xgboost": "floor", "lightgbm": "floor"}
+_UNIT = {"xgboost": "unit", "lightgbm": "unit"}
+
+
+def _elementwise_parts(with_grad, input, target, *args, **kwargs):
+    """(x, y, per-element loss, per-element slope) in float64 from a ``*_with_grad``."""
+    x = np.asarray(input, np.float64)
+    y = np.asarray(target, np.float64)
+    loss, grad = with_grad(x, y, *args, reduction="none", **kwargs)[:2]
+    return x, y, np.asarray(loss, np.float64), np.asarray(grad, np.float64)
+
+
+def cross_entropy_grad_hess(input, target, weight=None, ignore_index=-100, label_smoothing=0.0,
+                            sample_weight=None, hessian="exact"):
+    """Softmax cross-entropy of (N, C) logits for boosting: ``loss = sum(s l)``,
+    ``grad = s (Q p - target weights)`` and ``hess = s Q p (1 - p)``, with ``Q`` the row's target
+    mass: ``(1-eps) w[y] + (eps/C) sum(w)`` (index target; 0 if ignored) or ``sum(w q')``.
+    ``1 - p`` of the row's largest ``p`` is the sum of the other ``p`` (no cancellation).
+
+    ``"xgboost"``: ``multi:softprob``'s ``max(2 s Q p (1 - p), 1e-16)``;
+    ``"lightgbm"``: ``multiclass``'s ``K/(K-1) s Q p (1 - p)``.
+    """
+    _check_hessian(hessian)
+    x = np.asarray(input)
+    dtype = x.dtype
+    x64 = x.astype(np.float64)
+    n, C = x64.shape
+    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    losses, grad = cross_entropy_with_grad(x64, target, weight, ignore_index, "none",
+                                           label_smoothing, grad_output=s)
+    w = np.ones(C) if weight is None else np.asarray(weight, np.float64)
+    eps = float(label_smoothing)
+    t = np.asarray(target)
+    if t.dtype.kind == "f":
+        Q = np.sum(w * ((1 - eps) * t.astype(np.float64) + eps / C), axis=1)
+    else:
+        kept = t != ignore_index
+        Q = np.where(kept, (1 - eps) * w[np.where(kept, t, 0)] + eps / C * np.sum(w), 0.0)
+    p = np.exp(_log_softmax(x64))
+    one_minus_p = 1.0 - p  # >= 1/2 everywhere but at each row's largest p
+    top = np.argmax(p, axis=1)
+    rows = np.arange(n)
+    others = p.copy()
+    others[rows, top] = 0.0
+    one_minus_p[rows, top] = np.sum(others, axis=1)
+    hess = (s * Q)[:, None] * p * one_minus_p
+    if hessian == "xgboost":
+        hess = np.maximum(2.0 * hess, XGBOOST_FLOOR)
+    elif hessian == "lightgbm":
+        hess = C / (C - 1) * hess
+    loss = np.sum(s * np.asarray(losses, np.float64))
+    return dtype.type(loss), grad.astype(dtype), hess.astype(dtype)
+
+
+def binary_cross_entropy_with_logits_grad_hess(input, target, weight=None, pos_weight=None,
+                                               sample_weight=None, hessian="exact"):
+    """BCE with logits for boosting: curvature ``c sigmoid(x) sigmoid(-x)``, ``c = pw y + 1 - y``.
+    ``"xgboost"``: ``binary:logistic``'s ``max(p (1 - p), 1e-16) c w s`` (floor before the
+    weights); ``"lightgbm"``: ``binary``'s ``p (1 - p) c w s`` (no floor)."""
+    x, y, per, dper = _elementwise_parts(binary_cross_entropy_with_logits_with_grad, input,
+                                         target, pos_weight=pos_weight)
+    pw = np.broadcast_to(1.0 if pos_weight is None else np.asarray(pos_weight, np.float64),
+                         x.shape)
+    c = pw * y + (1.0 - y)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+    s = _sample_weight(sample_weight, x.shape) * w
+    return _boosted(per, dper, c * _sigmoid(x) * _sigmoid(-x), s, hessian,
+                    {"xgboost": "floor", "lightgbm": "exact"}, np.asarray(input).dtype,
+                    floor_factor=c)
+
+
+def mse_loss_grad_hess(input, target, sample_weight=None, hessian="exact"):
+    """Squared error: exact ``(sum s r^2, 2 s r, 2 s)``; the boosters' (``reg:squarederror``,
+    ``regression``) ``0.5 r^2``: ``(sum 0.5 s r^2, s r, s)``."""
+    x, y, per, dper = _elementwise_parts(mse_loss_with_grad, input, target)
+    return _boosted(per, dper, np.full(x.shape, 2.0), _sample_weight(sample_weight, x.shape),
+                    hessian, {"xgboost": "half", "lightgbm": "half"}, np.asarray(input).dtype)
+
+
+def huber_loss_grad_hess(input, target, delta=1.0, sample_weight=None, hessian="exact"):
+    """Huber: curvature 1 where ``|r| <= delta``, else 0; boosters (LightGBM ``huber``): ``s``."""
+    x, y, per, dper = _elementwise_parts(huber_loss_with_grad, input, target, delta=delta)
+    curvature = np.where(np.abs(x - y) <= delta, 1.0, 0.0)
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian, _UNIT,
+                    np.asarray(input).dtype)
+
+
+def l1_loss_grad_hess(input, target, sample_weight=None, hessian="exact"):
+    """L1: curvature 0; boosters (``reg:absoluteerror``, ``regression_l1``): ``s``."""
+    x, y, per, dper = _elementwise_parts(l1_loss_with_grad, input, target)
+    return _boosted(per, dper, np.zeros(x.shape), _sample_weight(sample_weight, x.shape),
+                    hessian, _UNIT, np.asarray(input).dtype)
+
+
+def smooth_l1_loss_grad_hess(input, target, beta=1.0, sample_weight=None, hessian="exact"):
+    """Smooth L1: curvature ``1/beta`` where ``|r| < beta``, else 0; boosters: ``s``."""
+    x, y, per, dper = _elementwise_parts(smooth_l1_loss_with_grad, input, target, beta=beta)
+    with np.errstate(divide="ignore"):
+        curvature = np.where(np.abs(x - y) < beta, 1.0 / beta if beta else 0.0, 0.0)
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian, _UNIT,
+                    np.asarray(input).dtype)
+
+
+def soft_margin_loss_grad_hess(input, target, sample_weight=None, hessian="exact"):
+    """Soft margin: curvature ``y^2 sigmoid(y x) sigmoid(-y x)``."""
+    x, y, per, dper = _elementwise_parts(soft_margin_loss_with_grad, input, target)
+    curvature = y * y * _sigmoid(y * x) * _sigmoid(-y * x)
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian,
+                    _FLOORED, np.asarray(input).dtype)
+
+
+def hinge_loss_grad_hess(input, target, margin=1.0, squared=False, sample_weight=None,
+                         hessian="exact"):
+    """Hinge: curvature 0 (squared: ``2 y^2`` where ``margin - y x > 0``); boosters: ``s`` for the
+    plain hinge, the squared one's floored."""
+    x, y, per, dper = _elementwise_parts(hinge_loss_with_grad, input, target, margin=margin,
+                                         squared=squared)
+    curvature = np.where(margin - y * x > 0, 2.0 * y * y, 0.0) if squared else np.zeros(x.shape)
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian,
+                    _FLOORED if squared else _UNIT, np.asarray(input).dtype)
+
+
+def sigmoid_focal_loss_grad_hess(input, target, alpha=0.25, gamma=2.0, sample_weight=None,
+                                 hessian="exact"):
+    """Sigmoid focal loss: with ``p = sigmoid(x)``, ``s = p (1-p)``, ``q = 1 - p_t``,
+    ``r = s / q``, ``k = 1 - 2y``, ``ce`` the BCE and ``a_t`` the class weight, the curvature
+    of ``a_t ce q^gamma`` (``dq/dx = k s``, ``ds/dx = s (1 - 2p)``, ``d ce/dx = p - y``) is
+
+        a_t q^gamma [s + 2 gamma k (p - y) r + gamma ce k r ((gamma - 1) k r + 1 - 2p)]."""
+    x, y, per, dper = _elementwise_parts(sigmoid_focal_loss_with_grad, input, target,
+                                         alpha=alpha, gamma=gamma)
+    p, p_neg = _sigmoid(x), _sigmoid(-x)
+    s = p * p_neg
+    q = y * p_neg + (1 - y) * p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(q == 0, 0.0, s / q)
+    k = 1 - 2 * y
+    ce = binary_cross_entropy_with_logits(x, y, reduction="none").astype(np.float64)
+    a_t = alpha * y + (1 - alpha) * (1 - y) if alpha >= 0 else 1.0
+    curvature = a_t * q**gamma * (s + 2 * gamma * k * (p - y) * r
+                                  + gamma * ce * k * r * ((gamma - 1) * k * r + (p_neg - p)))
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian,
+                    _FLOORED, np.asarray(input).dtype)
+
+
+def msle_loss_grad_hess(input, target, sample_weight=None, hessian="exact"):
+    """MSLE: curvature ``2 (1 - r) / (1 + x)^2`` where ``x >= 1e-7`` (0 where clamped)."""
+    x, y, per, dper = _elementwise_parts(msle_loss_with_grad, input, target)
+    r = np.log1p(np.maximum(x, 1e-7)) - np.log1p(np.maximum(y, 1e-7))
+    curvature = np.where(x < 1e-7, 0.0, 2 * (1 - r) / (1 + np.maximum(x, 1e-7)) ** 2)
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian,
+                    _FLOORED, np.asarray(input).dtype)
+
+
+def log_cosh_loss_grad_hess(input, target, sample_weight=None, hessian="exact"):
+    """Log-cosh: curvature ``1 / cosh(d)^2 = 4 e / (1 + e)^2`` with ``e = exp(-2|d|)``."""
+    x, y, per, dper = _elementwise_parts(log_cosh_loss_with_grad, input, target)
+    e = np.exp(-2 * np.abs(x - y))
+    return _boosted(per, dper, 4 * e / (1 + e) ** 2, _sample_weight(sample_weight, x.shape),
+                    hessian, _FLOORED, np.asarray(input).dtype)
+
+
+def poisson_nll_loss_grad_hess(input, target, log_input=True, full=False, eps=1e-8,
+                               sample_weight=None, hessian="exact"):
+    """Poisson NLL: curvature ``exp(x)`` (log_input; boosters: ``exp(x + 0.7)``, XGBoost's
+    ``count:poisson`` and LightGBM's ``poisson`` with ``max_delta_step`` 0.7), else
+    ``y / (x + eps)^2``."""
+    x, y, per, dper = _elementwise_parts(poisson_nll_loss_with_grad, input, target,
+                                         log_input=log_input, full=full, eps=eps)
+    curvature = np.exp(x) if log_input else y / (x + eps) ** 2
+    policy = {"xgboost": "poisson", "lightgbm": "poisson"} if log_input else _FLOORED
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape), hessian,
+                    policy, np.asarray(input).dtype)
+
+
+def gaussian_nll_loss_grad_hess(input, target, var, full=False, eps=1e-6, sample_weight=None,
+                                hessian="exact"):
+    """Gaussian NLL of the mean (``var`` fixed): curvature ``1 / max(var, eps)``."""
+    x, y, per, dper = _elementwise_parts(gaussian_nll_loss_with_grad, input, target, var,
+                                         full=full, eps=eps)
+    v = np.maximum(np.broadcast_to(np.asarray(var, np.float64), x.shape), eps)
+    return _boosted(per, dper, 1.0 / v, _sample_weight(sample_weight, x.shape), hessian,
+                    _FLOORED, np.asarray(input).dtype)

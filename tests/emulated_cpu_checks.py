@@ -5,8 +5,8 @@ SIMD path EXPECTED_PATH, then runs each loss and its ``_with_grad`` twin on inpu
 reach every kernel path: cross-entropy rows short (the narrow kernel, rows as SIMD lanes:
 under 64 bytes) and long, index and soft targets, class weights, ignore_index,
 label_smoothing, unbatched and K-dim input; MSE, Huber and BCE with weight and pos_weight;
-float32 and float64; every reduction, grad_output and out=; and inputs above the thread
-threshold on 2 threads. tests/test_emulated_cpu.py runs it under QEMU; it prints
+every other loss with each option set of tests/test_losses.py's table; float32 and float64;
+every reduction, grad_output and out=; and inputs above the thread threshold on 2 threads. tests/test_emulated_cpu.py runs it under QEMU; it prints
 one line per group and "checked N calls" at the end, and exits non-zero on any mismatch.
 
 Tolerances are tests/test_functional.py's: float64 rtol 1e-12 / atol 1e-14, float32
@@ -149,12 +149,40 @@ def threaded(rng):
         check(name, x, target, shape, n_threads=2, **kwargs)
 
 
+def other_losses(rng):
+    """Every loss of tests/test_losses.py's table (nll, multi-margin, focal, KL, ...) with
+    each of its option sets, on its largest shape there (several kernel blocks), both
+    dtypes, every reduction, with out=; then two of them above the thread threshold on 2
+    threads: sigmoid_focal_loss (the longest per-element code) and multi_margin_loss (the
+    class-rows family's loop)."""
+    global calls
+    import test_losses as table
+
+    for name, opts, shapes in table.CASES:
+        shape = max(shapes, key=lambda s: int(np.prod(s)))
+        for dtype in (np.float32, np.float64):
+            for reduction in REDUCTIONS:
+                args, kwargs, loss_shape = table.loss_case(name, opts, shape, rng, dtype)
+                table.run_vs_reference(name, args, kwargs, loss_shape, reduction,
+                                       out_kind="fresh")
+                calls += 1
+    for name in ("sigmoid_focal_loss", "multi_margin_loss"):
+        args, kwargs, _ = table.shaped_case(name, THRESHOLD + 1000, rng, np.float32)
+        assert args[0].size >= THRESHOLD, (name, args[0].size)
+        loss, grad = getattr(fl, name + "_with_grad")(*args, reduction="mean", n_threads=2,
+                                                      **kwargs)
+        rloss, rgrad = getattr(ref, name + "_with_grad")(*args, reduction="mean", **kwargs)
+        np.testing.assert_allclose(loss, rloss, **TOL[np.float32], err_msg=name)
+        np.testing.assert_allclose(grad, rgrad, **TOL[np.float32], err_msg=name)
+        calls += 1
+
+
 def main(expected):
     chosen = _dispatch.kernels.SIMD_PATH
     assert chosen == expected, f"fastloss chose {chosen!r}, expected {expected!r}"
     print(f"path: {chosen}; available: {', '.join(_dispatch.available_paths())}", flush=True)
     rng = np.random.default_rng(2026)
-    for group in (cross_entropy, pointwise, threaded):
+    for group in (cross_entropy, pointwise, other_losses, threaded):
         start, before = time.perf_counter(), calls
         group(rng)
         print(f"{group.__name__}: {calls - before} calls ok in {time.perf_counter() - start:.1f} s",

@@ -94,6 +94,15 @@ EVERY_LOSS = textwrap.dedent('''
             fl.mse_loss_with_grad(x, t, reduction=reduction)
             fl.huber_loss(x, t, reduction=reduction, delta=0.5)
             fl.huber_loss_with_grad(x, t, reduction=reduction)
+    # ... and every other loss, with the data the bench builds for it.
+    from fastloss import _bench
+    for key, spec in _bench.LOSSES.items():
+        for dtype in ("float32", "float64"):
+            case = _bench.Case(key, (64, 10) if spec.rows else (640,), dtype)
+            data = _bench.make_data(case)
+            args = (data["x"], data["target"], *data["args"])
+            getattr(fl, spec.function)(*args, **spec.kwargs)
+            getattr(fl, spec.function + "_with_grad")(*args, **spec.kwargs)
 ''')
 
 

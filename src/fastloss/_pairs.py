@@ -100,12 +100,13 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
                 raise ValueError(f"out: gradient {i} must not overlap {names[i]}")
         grads.append(buffer if buffer is not None and result_dtype is dtype
                      else np.empty(shape, dtype))
-    loss_rows = np.empty(int(np.prod(loss_shape)), dtype) if code == REDUCTION_NONE else None
+    loss_rows = np.empty(math.prod(loss_shape), dtype) if code == REDUCTION_NONE else None
 
-    n_cols = shape[-1] if rows else 1
+    # The kernels' layout: (N, D) rows, or (n,) elements (explicit N: D may be 0).
+    kernel_shape = (math.prod(loss_shape), shape[-1]) if rows else (math.prod(shape),)
 
     def flat(a):
-        return None if a is None else (a.reshape(-1, n_cols) if rows else a.reshape(-1))
+        return None if a is None else a.reshape(kernel_shape)
 
     padded = operands + [None] * (3 - len(operands))
     padded_grads = grads + [None] * (3 - len(grads))
@@ -315,7 +316,8 @@ def _center_operands(features, target, centers, dtype):
                          f"{table.shape}")
     indices = _class_target(target, rows_shape[:-1])
     table = table.astype(dtype, order="C", copy=False)
-    return features.reshape(-1, rows_shape[-1]), indices, kernel_array(table)
+    rows = features.reshape(math.prod(rows_shape[:-1]), rows_shape[-1])  # D may be 0
+    return rows, indices, kernel_array(table)
 
 
 def _center(features, target, centers, reduction, grad_output, out, n_threads, want_grad):

@@ -1278,7 +1278,7 @@ def center_loss_with_grad(features, target, centers, reduction="mean", grad_outp
     loss, g = _rows_reduce(per_row, reduction, grad_output)
     grad_x = g * diff
     grad_c = np.zeros_like(c)
-    np.add.at(grad_c, t.reshape(-1), -grad_x.reshape(-1, c.shape[1]))
+    np.add.at(grad_c, t.reshape(-1), -grad_x.reshape(t.size, c.shape[1]))
     return _cast_loss(loss, dtype, reduction), _cast_grad(grad_x, dtype), _cast_grad(grad_c, dtype)
 
 
@@ -1294,8 +1294,8 @@ def center_loss_update(centers, features, target, alpha=0.5):
     Classes without rows are unchanged.
     """
     c = np.asarray(centers, dtype=np.float64)
-    x = np.asarray(features, dtype=np.float64).reshape(-1, c.shape[1])
     t = np.asarray(target).reshape(-1)
+    x = np.asarray(features, dtype=np.float64).reshape(t.size, c.shape[1])
     delta = np.zeros_like(c)
     np.add.at(delta, t, c[t] - x)
     count = np.bincount(t, minlength=c.shape[0])[:, np.newaxis]

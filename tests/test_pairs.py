@@ -413,3 +413,29 @@ def test_errors_name_the_argument():
         fl.center_loss_update(np.zeros((2, 3))[:, :2], np.zeros((4, 2)), np.zeros(4, np.int64))
     with pytest.raises(TypeError, match="centers"):
         fl.center_loss_update([[0.0, 0.0]], np.zeros((4, 2)), np.zeros(4, np.int64))
+
+
+# --------------------------------------------------------------------------- bench
+
+def test_bench_pairs_quick(tmp_path):
+    """`python -m fastloss bench --pairs --quick`: every metric-learning case runs, agrees
+    with the reference, and is compared with torch and the memory copy."""
+    import json
+
+    from fastloss import _bench
+    from test_bench import run_bench
+
+    path = tmp_path / "pairs.json"
+    proc = run_bench(["--pairs", "--quick", "--no-progress", "--json", str(path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(path.read_text())
+    cases = _bench.pairs_cases(quick=True)
+    assert [c["key"] for c in report["cases"]] == [c.key for c in cases]
+    for res in report["cases"]:
+        assert res["candidates"]["fastloss"]["status"] == "ok"
+        assert res["loss_rel_diff_vs_reference"] < 1e-5
+        assert res["candidates"]["memcpy"]["status"] == "ok"
+        assert res["candidates"]["torch"]["status"] in ("ok", "absent")
+        assert res["candidates"]["sklearn"]["status"] == "n/a"
+    assert {t["target"] for t in report["targets"]} == {
+        ">= 5\u00d7 faster than PyTorch", "<= 2\u00d7 memcpy's time"}

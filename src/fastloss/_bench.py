@@ -51,7 +51,13 @@ SLOW_CALL_S = 0.5
 # call anyway, so its first call is not colder than the others.
 VERY_SLOW_CALL_S = 5.0
 MAX_SAMPLES = 25
-LOSS_LABELS = {"ce": "cross-entropy", "bce": "BCE with logits", "mse": "MSE", "huber": "Huber"}
+LOSS_LABELS = {"ce": "cross-entropy", "bce": "BCE with logits", "mse": "MSE", "huber": "Huber",
+               "contrastive": "contrastive", "cosine": "cosine embedding",
+               "triplet": "triplet margin", "center": "center loss"}
+# The metric-learning cases (``--pairs``): rows (N, D) of two or three embedding
+# arrays, or of features against a table of PAIRS_CENTERS class centres.
+PAIRS = {"contrastive": 2, "cosine": 2, "triplet": 3, "center": 1}  # differentiable rows
+PAIRS_CENTERS = 1000
 # (column key, header) in table order; "fastloss" is the baseline of the ratios.
 COLUMNS = [
     ("fastloss", "fastloss (out=)"),
@@ -70,8 +76,8 @@ PEER_NAMES = {"torch": "PyTorch", "sklearn": "scikit-learn", "np.exp": "np.exp",
 
 @dataclass(frozen=True)
 class Case:
-    loss: str                       # "ce", "bce", "mse", "huber"
-    shape: tuple[int, ...]          # ce: (N, C); pointwise: (n,)
+    loss: str                       # "ce", "bce", "mse", "huber", or one of PAIRS
+    shape: tuple[int, ...]          # ce: (N, C); pointwise: (n,); PAIRS: (N, D)
     dtype: str                      # "float32" / "float64"
     tiny: bool = False              # per-call overhead case (µs, timeit loops)
     # Targets of issue #3: ("faster", peer, k): peer's time >= k * fastloss's;
@@ -85,12 +91,12 @@ class Case:
 
     @property
     def key(self) -> str:
-        dims = "x".join(map(str, self.shape)) if self.loss == "ce" else _short_count(self.size)
+        dims = "x".join(map(str, self.shape)) if len(self.shape) > 1 else _short_count(self.size)
         return f"{'tiny-' if self.tiny else ''}{self.loss}-{dims}-{_short_dtype(self.dtype)}"
 
     @property
     def label(self) -> str:
-        dims = ("\u00d7".join(map(str, self.shape)) if self.loss == "ce"
+        dims = ("\u00d7".join(map(str, self.shape)) if len(self.shape) > 1
                 else _short_count(self.size))
         prefix = "tiny: " if self.tiny else ""
         return f"{prefix}{LOSS_LABELS[self.loss]} {dims} {_short_dtype(self.dtype)}"
@@ -101,6 +107,13 @@ class Case:
         item = np.dtype(self.dtype).itemsize
         if self.loss == "ce":
             return 2 * self.size * item + self.shape[0] * 8  # logits + gradient + int64 labels
+        if self.loss == "center":
+            # features + their gradient, int64 labels, the centre table read and its gradient
+            return 2 * self.size * item + self.shape[0] * 8 + 2 * PAIRS_CENTERS * self.shape[1] * item
+        if self.loss in PAIRS:
+            # each row array read and its gradient written, plus the float targets
+            return 2 * PAIRS[self.loss] * self.size * item + (
+                self.shape[0] * item if self.loss != "triplet" else 0)
         return 3 * self.size * item  # input + target + gradient
 
 
@@ -119,6 +132,7 @@ CE_TARGETS = (("faster", "torch", 8.0), ("faster", "sklearn", 3.0))
 VOCAB_TARGETS = CE_TARGETS + (("within", "np.exp", 2.0),)
 BCE_TARGETS = (("faster", "torch", 8.0), ("within", "np.exp", 3.0))
 COPY_TARGETS = (("within", "memcpy", 1.5),)
+PAIRS_TARGETS = (("faster", "torch", 5.0), ("within", "memcpy", 2.0))
 F64 = (("f64_ahead",),)
 TINY_TARGETS = (("max_us", 3.0),)
 
@@ -160,6 +174,12 @@ def quick_cases() -> list[Case]:
     ]
 
 
+def pairs_cases(quick: bool) -> list[Case]:
+    """The metric-learning cases of issue 13: N = 65536 rows of D = 128, float32."""
+    shape = (1024, 64) if quick else (65536, 128)
+    return [Case(loss, shape, "float32", targets=PAIRS_TARGETS) for loss in PAIRS]
+
+
 def scan_cases(quick: bool) -> list[Case]:
     """Sizes from far below the parallel threshold to far above it."""
     if quick:
@@ -194,10 +214,13 @@ def _normal(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.
     return np.resize(block, shape)
 
 
-def make_data(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of a case: standard-normal logits, labels / 0-1 / normal targets."""
+def make_data(case: Case, seed: int = 0) -> dict[str, Any]:
+    """Inputs of a case: standard-normal logits, labels / 0-1 / normal targets; for
+    PAIRS, `args` (the positional arguments) and `grads` (one buffer per gradient)."""
     rng = np.random.default_rng(seed)
     x = _normal(case.shape, case.dtype, rng)
+    if case.loss in PAIRS:
+        return _pairs_data(case, x, rng)
     if case.loss == "ce":
         target = rng.integers(0, case.shape[1], case.shape[0], dtype=np.int64)
     elif case.loss == "bce":
@@ -207,15 +230,43 @@ def make_data(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": x, "target": target, "grad": np.empty_like(x)}
 
 
+def _pairs_data(case: Case, x: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    n, d = case.shape
+    rows = [x] + [_normal(case.shape, case.dtype, rng) for _ in range(PAIRS[case.loss] - 1)]
+    if case.loss == "center":
+        target = rng.integers(0, PAIRS_CENTERS, n)
+        centers = _normal((PAIRS_CENTERS, d), case.dtype, rng)
+        args = (x, target, centers)
+        grads = (np.empty_like(x), np.empty_like(centers))
+    else:
+        if case.loss == "contrastive":
+            args = (*rows, rng.integers(0, 2, n).astype(case.dtype))
+        elif case.loss == "cosine":
+            args = (*rows, rng.choice([-1.0, 1.0], n).astype(case.dtype))
+        else:
+            args = tuple(rows)
+        grads = tuple(np.empty_like(r) for r in rows)
+    return {"x": x, "grad": grads[0], "args": args, "grads": grads}
+
+
 _FASTLOSS_FUNCS = {"ce": "cross_entropy_with_grad",
                    "bce": "binary_cross_entropy_with_logits_with_grad",
-                   "mse": "mse_loss_with_grad", "huber": "huber_loss_with_grad"}
+                   "mse": "mse_loss_with_grad", "huber": "huber_loss_with_grad",
+                   "contrastive": "contrastive_loss_with_grad",
+                   "cosine": "cosine_embedding_loss_with_grad",
+                   "triplet": "triplet_margin_loss_with_grad",
+                   "center": "center_loss_with_grad"}
 
 
 def _fastloss_call(case: Case, data: dict, n_threads: int, out: bool) -> Callable[[], Any]:
     import fastloss
 
     func = getattr(fastloss, _FASTLOSS_FUNCS[case.loss])
+    if case.loss in PAIRS:
+        args, grads = data["args"], data["grads"]
+        if out:
+            return lambda: func(*args, out=grads, n_threads=n_threads)
+        return lambda: func(*args, n_threads=n_threads)
     x, target, grad = data["x"], data["target"], data["grad"]
     if out:
         return lambda: func(x, target, out=grad, n_threads=n_threads)
@@ -226,14 +277,50 @@ def _reference_call(case: Case, data: dict) -> Callable[[], Any]:
     from fastloss import reference
 
     func = getattr(reference, _FASTLOSS_FUNCS[case.loss])
+    if case.loss in PAIRS:
+        args = data["args"]
+        return lambda: func(*args)
     x, target = data["x"], data["target"]
     return lambda: func(x, target)
+
+
+def _torch_pairs_call(case: Case, data: dict) -> Callable[[], Any]:
+    """torch's forward + backward of a PAIRS case: its functions, or the torch-ops
+    formula (contrastive, center loss) with autograd."""
+    import torch
+    import torch.nn.functional as F
+
+    args = [torch.from_numpy(a) for a in data["args"]]
+    leaves = [args[i].requires_grad_(True) for i in ((0, 2) if case.loss == "center"
+                                                     else range(PAIRS[case.loss]))]
+
+    def contrastive(x1, x2, y):
+        d = F.pairwise_distance(x1, x2)
+        return (0.5 * (y * d * d + (1 - y) * torch.clamp(1.0 - d, min=0) ** 2)).mean()
+
+    def center(x, t, c):
+        diff = x - c[t]
+        return (0.5 * (diff * diff).sum(1)).mean()
+
+    loss = {"contrastive": contrastive, "cosine": F.cosine_embedding_loss,
+            "triplet": F.triplet_margin_loss, "center": center}[case.loss]
+
+    def run():
+        for leaf in leaves:
+            leaf.grad = None
+        value = loss(*args)
+        value.backward()
+        return value
+
+    return run
 
 
 def _torch_call(case: Case, data: dict) -> Callable[[], Any]:
     import torch
     import torch.nn.functional as F
 
+    if case.loss in PAIRS:
+        return _torch_pairs_call(case, data)
     x = torch.from_numpy(data["x"]).requires_grad_(True)
     target = torch.from_numpy(data["target"])
     loss = {"ce": F.cross_entropy, "bce": F.binary_cross_entropy_with_logits,
@@ -310,7 +397,8 @@ def candidates(case: Case, data: dict, n_threads: int) -> list[Candidate]:
         Candidate("fastloss_alloc", _fastloss_call(case, data, n_threads, out=False)),
         Candidate("reference", _reference_call(case, data)),
         _peer("torch", lambda: _torch_call(case, data)),
-        _peer("sklearn", lambda: _sklearn_call(case, data, n_threads)),
+        Candidate("sklearn", None, "n/a", "no such loss in scikit-learn") if case.loss in PAIRS
+        else _peer("sklearn", lambda: _sklearn_call(case, data, n_threads)),
     ]
     if case.tiny or case.loss not in ("ce", "bce"):
         result.append(Candidate("np.exp", None, "n/a", "no exp in this loss / tiny case"))
@@ -807,6 +895,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads-scan", action="store_true",
                         help="instead of the cases, time fastloss with 1 vs N threads over sizes")
     parser.add_argument("--all", action="store_true", help="the cases and then the threads scan")
+    parser.add_argument("--pairs", action="store_true",
+                        help="the metric-learning cases (contrastive, cosine embedding, triplet, "
+                             "center loss at N = 65536, D = 128) instead of the main ones")
     parser.add_argument("--case", action="append", default=[], metavar="SUBSTRING",
                         help="only the cases whose key contains SUBSTRING (repeatable), "
                              "e.g. --case ce-2048 --case tiny")
@@ -852,7 +943,10 @@ def main(argv: list[str]) -> int:
     fastloss_failed = False
     with ThreadSettings(threads):
         if run_cases:
-            cases = quick_cases() if args.quick else full_cases()
+            if args.pairs:
+                cases = pairs_cases(args.quick)
+            else:
+                cases = quick_cases() if args.quick else full_cases()
             if args.case:
                 cases = [c for c in cases if any(s in c.key for s in args.case)]
                 if not cases:

@@ -320,6 +320,20 @@ def test_center_loss_update_in_place():
     np.testing.assert_allclose(c1, [[4.0 / 3.0]], rtol=1e-15)
 
 
+def test_label_targets_may_be_integers():
+    """cosine and hinge embedding only compare the target with 1 and -1, and take
+    integer targets as torch does; the losses that compute with it take floats only."""
+    rng = np.random.default_rng(8)
+    x1, x2 = rng.standard_normal((2, 9, 4))
+    y = rng.choice([-1, 1], 9)
+    for got, want in ((fl.cosine_embedding_loss_with_grad(x1, x2, y),
+                       fl.cosine_embedding_loss_with_grad(x1, x2, y.astype(float))),
+                      (fl.hinge_embedding_loss_with_grad(x1, np.sign(x2).astype(np.int8)),
+                       fl.hinge_embedding_loss_with_grad(x1, np.sign(x2)))):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
 # ------------------------------------------------------------------ out= and threads
 
 @pytest.mark.parametrize("name", CASES)

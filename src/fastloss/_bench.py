@@ -109,7 +109,8 @@ class Case:
             return 2 * self.size * item + self.shape[0] * 8  # logits + gradient + int64 labels
         if self.loss == "center":
             # features + their gradient, int64 labels, the centre table read and its gradient
-            return 2 * self.size * item + self.shape[0] * 8 + 2 * PAIRS_CENTERS * self.shape[1] * item
+            table = PAIRS_CENTERS * self.shape[1] * item
+            return 2 * self.size * item + self.shape[0] * 8 + 2 * table
         if self.loss in PAIRS:
             # each row array read and its gradient written, plus the float targets
             return 2 * PAIRS[self.loss] * self.size * item + (

@@ -113,14 +113,16 @@ cdef inline double distance_sum(const floating* a, const floating* b, floating e
     return total
 
 
-cdef inline double norm_of(double total, int power, double p) noexcept nogil:
-    """||u||_p from distance_sum's total (the callers round it to the input's
-    precision, as torch's norm returns it)."""
+cdef inline floating pair_distance(const floating* a, const floating* b, floating eps, int power,
+                                   double p, Py_ssize_t n) noexcept nogil:
+    """||a - b + eps||_p, rounded to the input's precision as torch's norm returns
+    it. Each branch passes its power as a literal, so that distance_sum's loop is
+    compiled for it (pow_abs's branch folded away) and vectorises for p = 1, 2."""
     if power == POWER_TWO:
-        return sqrt(total)
+        return <floating>sqrt(distance_sum(a, b, eps, POWER_TWO, 2.0, n))
     if power == POWER_ONE:
-        return total
-    return pow(total, 1.0 / p)
+        return <floating>distance_sum(a, b, eps, POWER_ONE, 1.0, n)
+    return <floating>pow(distance_sum(a, b, eps, POWER_ANY, p, n), 1.0 / p)
 
 
 cdef inline floating norm_factor(floating norm, int power, double p) noexcept nogil:
@@ -161,7 +163,7 @@ cdef inline double contrastive_row(const floating* a, const floating* b, Py_ssiz
     gradient is (y d - (1 - y) h) u / d with h the clamped margin term: it is
     continuous at the kink d = margin (h = 0 both sides), and 0 at d = 0."""
     cdef floating zero = 0, one = 1, eps = <floating>o.eps
-    cdef floating d = <floating>norm_of(distance_sum(a, b, eps, POWER_TWO, 2.0, D), POWER_TWO, 2.0)
+    cdef floating d = pair_distance(a, b, eps, POWER_TWO, 2.0, D)
     cdef floating h = <floating>o.margin - d
     cdef floating c, g
     cdef Py_ssize_t j
@@ -217,13 +219,13 @@ cdef inline double triplet_margin_row(const floating* a, const floating* pos, co
     cdef floating zero = 0, half = 0.5, one = 1, eps = <floating>o.eps
     cdef int power = o.power
     cdef double p = o.p
-    cdef floating d_pos = <floating>norm_of(distance_sum(a, pos, eps, power, p, D), power, p)
-    cdef floating d_neg = <floating>norm_of(distance_sum(a, neg, eps, power, p, D), power, p)
+    cdef floating d_pos = pair_distance(a, pos, eps, power, p, D)
+    cdef floating d_neg = pair_distance(a, neg, eps, power, p, D)
     cdef floating d_swap = zero, w_neg = one, w_swap = zero, nearest = d_neg, z, c
     cdef floating k_pos, k_neg, k_swap = zero, s_pos, s_neg, s_swap = zero
     cdef Py_ssize_t j
     if o.swap:
-        d_swap = <floating>norm_of(distance_sum(pos, neg, eps, power, p, D), power, p)
+        d_swap = pair_distance(pos, neg, eps, power, p, D)
         if d_swap < d_neg or d_swap != d_swap:  # a NaN wins torch's min
             w_neg, w_swap, nearest = zero, one, d_swap
         elif d_swap == d_neg:
@@ -236,16 +238,17 @@ cdef inline double triplet_margin_row(const floating* a, const floating* pos, co
         if o.swap:
             k_swap = norm_factor(d_swap, power, p)
         if power == POWER_TWO:
-            # The slopes are u k: one branch-free loop that vectorises (without swap
-            # its third term is 0 * u, u finite where the distances are).
+            # The slopes are u k: branch-free loops that vectorise (without swap the
+            # third term is 0 * u, u finite where the distances are). One loop per
+            # output: a loop writing all three has too many possible overlaps with
+            # the three inputs for GCC to check at run time, and stays scalar.
             k_pos, k_neg, k_swap = c * k_pos, c * w_neg * k_neg, c * w_swap * k_swap
             for j in range(D):
-                s_pos = k_pos * (a[j] - pos[j] + eps)
-                s_neg = k_neg * (a[j] - neg[j] + eps)
-                s_swap = k_swap * (pos[j] - neg[j] + eps)
-                ga[j] = s_pos - s_neg
-                gp[j] = -s_pos - s_swap
-                gn[j] = s_neg + s_swap
+                ga[j] = k_pos * (a[j] - pos[j] + eps) - k_neg * (a[j] - neg[j] + eps)
+            for j in range(D):
+                gp[j] = -k_pos * (a[j] - pos[j] + eps) - k_swap * (pos[j] - neg[j] + eps)
+            for j in range(D):
+                gn[j] = k_neg * (a[j] - neg[j] + eps) + k_swap * (pos[j] - neg[j] + eps)
             return zero if z < zero else z
         for j in range(D):
             s_pos = norm_slope(a[j] - pos[j] + eps, k_pos, power, p)

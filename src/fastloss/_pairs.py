@@ -154,7 +154,8 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean", *, n_
 
 def contrastive_loss_with_grad(input1, input2, target, margin=1.0, reduction="mean",
                                grad_output=None, out=None, *, n_threads=None):
-    r""":func:`contrastive_loss` and its gradients in one pass: ``(loss, grad_input1, grad_input2)``.
+    r""":func:`contrastive_loss` and its gradients in one pass:
+    ``(loss, grad_input1, grad_input2)``.
 
     With ``u = x1 - x2 + eps`` and ``h = max(0, margin - d)``,
     ``grad_input1 = g (y d - (1 - y) h) u / d / D_mean`` and ``grad_input2 = -grad_input1``
@@ -174,10 +175,11 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean", 
     ``cos = x1.x2 / sqrt((|x1|^2 + 1e-12) (|x2|^2 + 1e-12))`` per row;
     ``l = 1 - cos`` where ``y == 1``, ``max(0, cos - margin)`` where ``y == -1``,
     and 0 for any other target value (as torch). ``input1``, ``input2``: ``(N, D)``
-    or ``(D,)``; ``target`` float ``(N,)`` or ``()``. ``"mean"`` divides by N.
+    or ``(D,)``; ``target`` ``(N,)`` or ``()``, floats or integers. ``"mean"`` divides by N.
     """
     return _pairs(_K.COSINE_EMBEDDING, (input1, input2), _NAMES, target, reduction, None, None,
-                  n_threads, False, rows=True, labels=True, margin=option_float(margin, "margin"))[0]
+                  n_threads, False, rows=True, labels=True,
+                  margin=option_float(margin, "margin"))[0]
 
 
 def cosine_embedding_loss_with_grad(input1, input2, target, margin=0.0, reduction="mean",
@@ -189,7 +191,8 @@ def cosine_embedding_loss_with_grad(input1, input2, target, margin=0.0, reductio
     ``y == -1`` (torch's ``clamp_min`` passes the gradient exactly at the margin).
     """
     return _pairs(_K.COSINE_EMBEDDING, (input1, input2), _NAMES, target, reduction, grad_output,
-                  out, n_threads, True, rows=True, labels=True, margin=option_float(margin, "margin"))
+                  out, n_threads, True, rows=True, labels=True,
+                  margin=option_float(margin, "margin"))
 
 
 # ------------------------------------------------------------------ triplet margin
@@ -271,10 +274,11 @@ def hinge_embedding_loss(input, target, margin=1.0, reduction="mean", *, n_threa
 
     ``l = [y != 1] max(0, margin - x) + [y != -1] x`` element by element, so
     ``x`` for ``y = 1`` and ``max(0, margin - x)`` for ``y = -1`` (a target outside
-    {-1, 1} gets both terms, as in torch). ``target`` floats of input's shape.
+    {-1, 1} gets both terms, as in torch). ``target`` (floats or integers) of input's shape.
     """
     return _pairs(_K.HINGE_EMBEDDING, (input,), ("input",), target, reduction, None, None,
-                  n_threads, False, rows=False, labels=True, margin=option_float(margin, "margin"))[0]
+                  n_threads, False, rows=False, labels=True,
+                  margin=option_float(margin, "margin"))[0]
 
 
 def hinge_embedding_loss_with_grad(input, target, margin=1.0, reduction="mean",
@@ -388,7 +392,8 @@ def center_loss_with_grad(features, target, centers, reduction="mean", grad_outp
 
 
 def center_loss_update(centers, features, target, alpha=0.5, *, n_threads=None):
-    r"""The paper's centre update, in place: ``c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)``.
+    r"""The paper's centre update, in place:
+    ``c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)``.
 
     ``n_j`` is the number of rows of class ``j``; classes without rows are left
     as they are. ``centers`` ``(C, D)`` must be a writeable, C-contiguous float32

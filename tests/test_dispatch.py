@@ -98,9 +98,9 @@ EVERY_LOSS = textwrap.dedent('''
     from fastloss import _bench
     for key, spec in _bench.LOSSES.items():
         for dtype in ("float32", "float64"):
-            case = _bench.Case(key, (64, 10) if spec.rows else (640,), dtype)
-            data = _bench.make_data(case)
-            args = (data["x"], data["target"], *data["args"])
+            shape = (64, 16) if spec.pairs else (64, 10) if spec.rows else (640,)
+            data = _bench.make_data(_bench.Case(key, shape, dtype))
+            args = data["args"] if spec.pairs else (data["x"], data["target"], *data["args"])
             getattr(fl, spec.function)(*args, **spec.kwargs)
             getattr(fl, spec.function + "_with_grad")(*args, **spec.kwargs)
 ''')

@@ -158,10 +158,13 @@ class BCEOptions:
 
 class OtherLosses:
     """Fused forward + backward (the loss's default options, "mean" or its own default
-    reduction) of the losses beyond the first four, float32, single thread, built
-    as ``python -m fastloss bench`` builds them: rows of 10 classes or elements."""
+    reduction) of the losses beyond the first four (the metric-learning ones are
+    MetricLearning's), float32, single thread, built as ``python -m fastloss bench``
+    builds them: rows of 10 classes or elements."""
 
-    params = [sorted(set(_bench.LOSSES) - {"ce", "bce", "mse", "huber"}), ["small", "large"]]
+    params = [sorted(key for key, spec in _bench.LOSSES.items()
+                     if not spec.pairs and key not in ("ce", "bce", "mse", "huber")),
+              ["small", "large"]]
     param_names = ["loss", "size"]
     timeout = 300
 
@@ -270,3 +273,38 @@ class Boosting:
             self.fast(self.x, self.y, hessian="xgboost", out=self.out, n_threads=1)
         else:
             self.numpy(self.x, self.y)
+
+
+class MetricLearning:
+    """The metric-learning losses at N = 65536 rows of D = 128, float32 (issue 13): the
+    fused call, torch's forward + backward, and the memory copy of the bytes a fused
+    pass moves, as candidates side by side (data and calls of
+    ``python -m fastloss bench --pairs``)."""
+
+    params = [["contrastive", "cosine", "triplet", "center"], ["fastloss", "torch", "memcpy"],
+              THREADS]
+    param_names = ["loss", "candidate", "threads"]
+    timeout = 300
+
+    def setup(self, loss, candidate, threads):
+        from fastloss import _bench
+
+        if threads > _usable_cpus():
+            raise NotImplementedError(f"{threads} threads on {_usable_cpus()} CPUs")
+        case = _bench.Case(loss, (65536, 128), "float32")
+        if candidate == "memcpy":
+            self.call = _bench._memcpy_call(case)
+        elif candidate == "torch":
+            try:
+                import torch
+            except ImportError:
+                raise NotImplementedError("torch is not installed") from None
+            torch.set_num_threads(threads)
+            self.call = _bench._torch_call(case, _bench.make_data(case))
+        else:
+            self.call = _bench._fastloss_call(case, _bench.make_data(case), threads, out=True)
+        self.call()  # warm the buffers' pages
+
+    def time_forward_backward(self, loss, candidate, threads):
+        """One forward + backward (mean reduction); fastloss writes into preallocated ``out=``."""
+        self.call()

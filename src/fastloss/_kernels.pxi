@@ -8,6 +8,8 @@
 #   _elementwise.pxi    a loss per element of input against target (MSE, BCE, ...)
 #   _cross_entropy.pxi  softmax cross-entropy over rows with a class index or probabilities
 #   _class_rows.pxi     other losses of rows with a class index (nll, multi-margin)
+#   _pairs.pxi          rows of two or three embedding arrays, rows against a table
+#                       of class centres, and two-input elementwise margin losses
 #   _fastpath.pxi       the public functions' shortcut for calls already in kernel layout
 #
 # Layout of every family:
@@ -50,6 +52,7 @@ include "_common.pxi"
 include "_cross_entropy.pxi"
 include "_class_rows.pxi"
 include "_elementwise.pxi"
+include "_pairs.pxi"
 include "_fastpath.pxi"
 
 #: The fixed blocks whose sums are added in order (tests size their inputs by them).
@@ -57,4 +60,6 @@ BLOCK_SIZES = {"cross_entropy_elems": CE_BLOCK_ELEMS,
                "cross_entropy_max_rows": CE_MAX_BLOCK_ROWS,
                "class_rows_elems": CLASS_ROWS_BLOCK_ELEMS,
                "class_rows_max_rows": CLASS_ROWS_MAX_BLOCK_ROWS,
-               "elementwise": ELEMENT_BLOCK}
+               "elementwise": ELEMENT_BLOCK,
+               "pairs_elems": PAIRS_BLOCK_ELEMS,
+               "pairs_max_rows": PAIRS_MAX_BLOCK_ROWS}

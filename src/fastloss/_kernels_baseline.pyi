@@ -24,7 +24,8 @@ SIMD_PATH: str
 #: Inputs with fewer elements than this always run on the calling thread.
 PARALLEL_THRESHOLD: int
 #: The fixed blocks whose sums are added in order: keys "cross_entropy_elems",
-#: "cross_entropy_max_rows", "class_rows_elems", "class_rows_max_rows", "elementwise".
+#: "cross_entropy_max_rows", "class_rows_elems", "class_rows_max_rows", "elementwise",
+#: "pairs_elems", "pairs_max_rows".
 BLOCK_SIZES: dict[str, int]
 
 # Reduction codes shared with fastloss.functional.
@@ -161,3 +162,57 @@ def elementwise_fast(
     want_grad: bool,
 ) -> _FastResult:
     """An elementwise loss's (loss, gradient or None) for canonical arguments, else NotImplemented."""
+
+# ------------------------------------------------------------ the pairs family (_pairs.pxi)
+
+class PairsLoss(IntEnum):
+    CONTRASTIVE = 0
+    COSINE_EMBEDDING = 1
+    TRIPLET_MARGIN = 2
+    MARGIN_RANKING = 3
+    HINGE_EMBEDDING = 4
+
+def pairs_loss(
+    kind: PairsLoss | int,
+    input: npt.NDArray[_Float],
+    second: npt.NDArray[_Float] | None,
+    third: npt.NDArray[_Float] | None,
+    target: npt.NDArray[_Float] | None,
+    reduction: int,
+    grad_output: float,
+    grad_output_rows: npt.NDArray[_Float] | None,
+    loss_out: npt.NDArray[_Float] | None,
+    grad1: npt.NDArray[_Float] | None,
+    grad2: npt.NDArray[_Float] | None,
+    grad3: npt.NDArray[_Float] | None,
+    n_threads: int,
+    *,
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-6,
+    swap: bool = False,
+) -> _Float | None:
+    """A pairs loss of `input` and its partner arrays, fused with their gradients."""
+
+def center_loss(
+    features: npt.NDArray[_Float],
+    target: npt.NDArray[np.int64],
+    centers: npt.NDArray[_Float],
+    reduction: int,
+    grad_output: float,
+    grad_output_rows: npt.NDArray[_Float] | None,
+    loss_out: npt.NDArray[_Float] | None,
+    grad: npt.NDArray[_Float] | None,
+    grad_centers: npt.NDArray[_Float] | None,
+    n_threads: int,
+) -> _Float | None:
+    """Center loss 0.5 ||x_i - c[t_i]||^2 of the rows of `features` (N, D), fused with its gradients."""
+
+def center_update(
+    centers: npt.NDArray[_Float],
+    features: npt.NDArray[_Float],
+    target: npt.NDArray[np.int64],
+    alpha: float,
+    n_threads: int,
+) -> npt.NDArray[_Float]:
+    """Wen et al.'s centre update, in place."""

@@ -54,6 +54,12 @@ from ._elementwise import (
     sigmoid_focal_loss, sigmoid_focal_loss_with_grad, smooth_l1_loss, smooth_l1_loss_with_grad,
     soft_margin_loss, soft_margin_loss_with_grad,
 )
+from ._pairs import (
+    center_loss, center_loss_update, center_loss_with_grad, contrastive_loss,
+    contrastive_loss_with_grad, cosine_embedding_loss, cosine_embedding_loss_with_grad,
+    hinge_embedding_loss, hinge_embedding_loss_with_grad, margin_ranking_loss,
+    margin_ranking_loss_with_grad, triplet_margin_loss, triplet_margin_loss_with_grad,
+)
 
 #: Every loss, by family (the per-family modules hold their code).
 LOSSES = {
@@ -63,6 +69,8 @@ LOSSES = {
                     "sigmoid_focal_loss", "kl_div", "mse_loss", "l1_loss", "huber_loss",
                     "smooth_l1_loss", "msle_loss", "log_cosh_loss", "poisson_nll_loss",
                     "gaussian_nll_loss"),
+    "pairs": ("contrastive_loss", "cosine_embedding_loss", "triplet_margin_loss",
+              "margin_ranking_loss", "hinge_embedding_loss", "center_loss"),
 }
 
 #: The losses with a ``<name>_grad_hess`` for gradient boosting (see
@@ -78,12 +86,21 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_grad_hess",
     "binary_cross_entropy_with_logits_with_grad",
+    "center_loss",
+    "center_loss_update",
+    "center_loss_with_grad",
+    "contrastive_loss",
+    "contrastive_loss_with_grad",
+    "cosine_embedding_loss",
+    "cosine_embedding_loss_with_grad",
     "cross_entropy",
     "cross_entropy_grad_hess",
     "cross_entropy_with_grad",
     "gaussian_nll_loss",
     "gaussian_nll_loss_grad_hess",
     "gaussian_nll_loss_with_grad",
+    "hinge_embedding_loss",
+    "hinge_embedding_loss_with_grad",
     "hinge_loss",
     "hinge_loss_grad_hess",
     "hinge_loss_with_grad",
@@ -98,6 +115,8 @@ __all__ = [
     "log_cosh_loss",
     "log_cosh_loss_grad_hess",
     "log_cosh_loss_with_grad",
+    "margin_ranking_loss",
+    "margin_ranking_loss_with_grad",
     "mse_loss",
     "mse_loss_grad_hess",
     "mse_loss_with_grad",
@@ -122,4 +141,6 @@ __all__ = [
     "soft_margin_loss",
     "soft_margin_loss_grad_hess",
     "soft_margin_loss_with_grad",
+    "triplet_margin_loss",
+    "triplet_margin_loss_with_grad",
 ]

@@ -85,6 +85,19 @@ __all__ = [
     "log_cosh_loss_grad_hess",
     "poisson_nll_loss_grad_hess",
     "gaussian_nll_loss_grad_hess",
+    "contrastive_loss",
+    "contrastive_loss_with_grad",
+    "cosine_embedding_loss",
+    "cosine_embedding_loss_with_grad",
+    "triplet_margin_loss",
+    "triplet_margin_loss_with_grad",
+    "margin_ranking_loss",
+    "margin_ranking_loss_with_grad",
+    "hinge_embedding_loss",
+    "hinge_embedding_loss_with_grad",
+    "center_loss",
+    "center_loss_with_grad",
+    "center_loss_update",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -1339,3 +1352,208 @@ def gaussian_nll_loss_grad_hess(input, target, var, full=False, eps=1e-6, sample
     v = np.maximum(np.broadcast_to(np.asarray(var, np.float64), x.shape), eps)
     return _boosted(per, dper, 1.0 / v, _sample_weight(sample_weight, x.shape), hessian,
                     _FLOORED, np.asarray(input).dtype)
+
+
+# Metric learning: pairs and triplets of embedding rows, rows against class centres
+# --------------------------------------------------------------------------------------------
+# Rows are (N, D) or one row (D,) (then the target is 0-d and "none" gives a 0-d loss). torch's
+# clamp_min(0) passes the gradient where its argument is >= 0, so exactly at a margin too; every
+# mask below is written ">= 0" for that reason.
+
+
+def _rows_reduce(per_row, reduction, grad_output):
+    """_reduce over per-row losses, "mean" dividing by the number of rows; g gets a trailing
+    axis so that it scales a row's gradient."""
+    loss, g = _reduce(per_row, reduction, per_row.size, grad_output)
+    return loss, np.asarray(g)[..., np.newaxis]
+
+
+def _pairwise_distance(x1, x2, p, eps):
+    """torch.pairwise_distance: (||u||_p, d||u||_p / du) with u = x1 - x2 + eps along the last
+    axis; the derivative is sign(u) |u|^(p-1) / ||u||^(p-1), 0 where u = 0 or ||u|| = 0 (torch's
+    norm backward)."""
+    u = x1 - x2 + eps
+    a = np.abs(u)
+    norm = np.sum(a**p, axis=-1) ** (1.0 / p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(norm == 0, 0.0, norm ** (1.0 - p))[..., np.newaxis]
+        slope = np.where(u == 0, 0.0, np.sign(u) * a ** (p - 1.0)) * scale
+    return norm, slope
+
+
+def contrastive_loss_with_grad(input1, input2, target, margin=1.0, reduction="mean",
+                               grad_output=None):
+    """Contrastive loss (Hadsell, Chopra, LeCun 2006); returns ``(loss, grad_input1,
+    grad_input2)``.  With d = ||x1 - x2 + 1e-6||_2 (torch.pairwise_distance) and h = max(0, m - d):
+
+        l = 0.5 (y d^2 + (1 - y) h^2)
+        dl/dx1 = (y d - (1 - y) h) u / d = -dl/dx2        (0 at d = 0, as torch's norm)
+
+    At d = m both sides of the kink give gradient 0 (h = 0), so there is no choice to make there.
+    """
+    _check_reduction(reduction)
+    dtype = np.asarray(input1).dtype
+    x1, x2 = (np.asarray(a, dtype=np.float64) for a in (input1, input2))
+    y = np.asarray(target, dtype=np.float64)
+    d, slope = _pairwise_distance(x1, x2, 2.0, 1e-6)
+    h = np.maximum(margin - d, 0.0)
+    per_row = 0.5 * (y * d**2 + (1 - y) * h**2)
+    loss, g = _rows_reduce(per_row, reduction, grad_output)
+    grad1 = g * (y * d - (1 - y) * h)[..., np.newaxis] * slope
+    return _cast_loss(loss, dtype, reduction), _cast_grad(grad1, dtype), _cast_grad(-grad1, dtype)
+
+
+def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
+    return contrastive_loss_with_grad(input1, input2, target, margin, reduction)[0]
+
+
+def cosine_embedding_loss_with_grad(input1, input2, target, margin=0.0, reduction="mean",
+                                    grad_output=None):
+    """torch's cosine_embedding_loss; returns ``(loss, grad_input1, grad_input2)``.
+
+        cos = x1.x2 / sqrt((|x1|^2 + 1e-12) (|x2|^2 + 1e-12))
+        l = 1 - cos (y == 1),  max(0, cos - m) (y == -1),  0 (any other y)
+        dcos/dx1 = x2 / den - cos x1 / (|x1|^2 + 1e-12)
+    """
+    _check_reduction(reduction)
+    dtype = np.asarray(input1).dtype
+    x1, x2 = (np.asarray(a, dtype=np.float64) for a in (input1, input2))
+    y = np.asarray(target, dtype=np.float64)
+    s1 = np.sum(x1 * x1, axis=-1) + 1e-12
+    s2 = np.sum(x2 * x2, axis=-1) + 1e-12
+    den = np.sqrt(s1 * s2)
+    cos = np.sum(x1 * x2, axis=-1) / den
+    per_row = np.where(y == 1, 1 - cos, np.where(y == -1, np.maximum(cos - margin, 0.0), 0.0))
+    dl_dcos = np.where(y == 1, -1.0, np.where((y == -1) & (cos - margin >= 0), 1.0, 0.0))
+    loss, g = _rows_reduce(per_row, reduction, grad_output)
+    c = g * dl_dcos[..., np.newaxis]
+    cos_, den_ = cos[..., np.newaxis], den[..., np.newaxis]
+    grad1 = c * (x2 / den_ - cos_ * x1 / s1[..., np.newaxis])
+    grad2 = c * (x1 / den_ - cos_ * x2 / s2[..., np.newaxis])
+    return _cast_loss(loss, dtype, reduction), _cast_grad(grad1, dtype), _cast_grad(grad2, dtype)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    return cosine_embedding_loss_with_grad(input1, input2, target, margin, reduction)[0]
+
+
+def triplet_margin_loss_with_grad(anchor, positive, negative, margin=1.0, p=2, eps=1e-6,
+                                  swap=False, reduction="mean", grad_output=None):
+    """torch's triplet_margin_loss; returns ``(loss, grad_anchor, grad_positive, grad_negative)``.
+
+        l = max(0, m + d(a, pos) - d_n),  d_n = d(a, neg), or with swap min(d(a, neg), d(pos, neg))
+
+    with d the pairwise p-distance ||x - y + eps||_p. torch's min gives the gradient to the
+    smaller distance and half to each at a tie.
+    """
+    _check_reduction(reduction)
+    dtype = np.asarray(anchor).dtype
+    a, pos, neg = (np.asarray(x, dtype=np.float64) for x in (anchor, positive, negative))
+    p = float(p)
+    d_pos, n_pos = _pairwise_distance(a, pos, p, eps)
+    d_neg, n_neg = _pairwise_distance(a, neg, p, eps)
+    w_neg, w_swap = np.ones_like(d_neg), np.zeros_like(d_neg)
+    nearest, n_swap = d_neg, np.zeros_like(n_neg)
+    if swap:
+        d_swap, n_swap = _pairwise_distance(pos, neg, p, eps)
+        w_neg = np.where(d_swap < d_neg, 0.0, np.where(d_swap == d_neg, 0.5, 1.0))
+        w_swap = 1.0 - w_neg
+        nearest = np.minimum(d_neg, d_swap)
+    z = margin + d_pos - nearest
+    per_row = np.maximum(z, 0.0)
+    loss, g = _rows_reduce(per_row, reduction, grad_output)
+    c = g * (z >= 0)[..., np.newaxis]
+    s_neg = w_neg[..., np.newaxis] * n_neg
+    s_swap = w_swap[..., np.newaxis] * n_swap
+    grads = (c * (n_pos - s_neg), c * (-n_pos - s_swap), c * (s_neg + s_swap))
+    return (_cast_loss(loss, dtype, reduction), *(_cast_grad(x, dtype) for x in grads))
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
+                        reduction="mean"):
+    return triplet_margin_loss_with_grad(anchor, positive, negative, margin, p, eps, swap,
+                                         reduction)[0]
+
+
+def margin_ranking_loss_with_grad(input1, input2, target, margin=0.0, reduction="mean",
+                                  grad_output=None):
+    """torch's margin_ranking_loss, elementwise; returns ``(loss, grad_input1, grad_input2)``.
+
+        z = -y (x1 - x2) + m,  l = max(0, z),  dl/dx1 = -y [z >= 0] = -dl/dx2
+    """
+    _check_reduction(reduction)
+    dtype = np.asarray(input1).dtype
+    x1, x2, y = (np.asarray(a, dtype=np.float64) for a in (input1, input2, target))
+    z = -y * (x1 - x2) + margin
+    loss, g = _reduce(np.maximum(z, 0.0), reduction, z.size, grad_output)
+    grad1 = g * np.where(z >= 0, -y, 0.0)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(grad1, dtype), _cast_grad(-grad1, dtype)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    return margin_ranking_loss_with_grad(input1, input2, target, margin, reduction)[0]
+
+
+def hinge_embedding_loss_with_grad(input, target, margin=1.0, reduction="mean",
+                                   grad_output=None):
+    """torch's hinge_embedding_loss, elementwise; returns ``(loss, grad_input)``.
+
+        l = [y != 1] max(0, m - x) + [y != -1] x
+        dl/dx = [y != -1] - [y != 1] [m - x >= 0]
+
+    (a target outside {-1, 1} gets both terms, as torch's two ``where``s give.)
+    """
+    _check_reduction(reduction)
+    dtype = np.asarray(input).dtype
+    x, y = (np.asarray(a, dtype=np.float64) for a in (input, target))
+    z = margin - x
+    per_elem = np.where(y != 1, np.maximum(z, 0.0), 0.0) + np.where(y != -1, x, 0.0)
+    slope = (y != -1) - ((y != 1) & (z >= 0)).astype(np.float64)
+    loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(g * slope, dtype)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
+    return hinge_embedding_loss_with_grad(input, target, margin, reduction)[0]
+
+
+def center_loss_with_grad(features, target, centers, reduction="mean", grad_output=None):
+    """Center loss (Wen et al., ECCV 2016); returns ``(loss, grad_features, grad_centers)``.
+
+        l_i = 0.5 ||x_i - c_{y_i}||^2
+        dl/dx_i = x_i - c_{y_i},    dl/dc_j = -sum_{i: y_i = j} (x_i - c_j)
+
+    each scaled by the reduction ("mean" divides by N). The gradients have features' dtype.
+    """
+    _check_reduction(reduction)
+    dtype = np.asarray(features).dtype
+    x = np.asarray(features, dtype=np.float64)
+    c = np.asarray(centers, dtype=np.float64)
+    t = np.asarray(target)
+    diff = x - c[t]
+    per_row = 0.5 * np.sum(diff * diff, axis=-1)
+    loss, g = _rows_reduce(per_row, reduction, grad_output)
+    grad_x = g * diff
+    grad_c = np.zeros_like(c)
+    np.add.at(grad_c, t.reshape(-1), -grad_x.reshape(t.size, c.shape[1]))
+    return _cast_loss(loss, dtype, reduction), _cast_grad(grad_x, dtype), _cast_grad(grad_c, dtype)
+
+
+def center_loss(features, target, centers, reduction="mean"):
+    return center_loss_with_grad(features, target, centers, reduction)[0]
+
+
+def center_loss_update(centers, features, target, alpha=0.5):
+    """The paper's centre update, returned as a new array (the API updates in place):
+
+        c_j <- c_j - alpha sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)
+
+    Classes without rows are unchanged.
+    """
+    c = np.asarray(centers, dtype=np.float64)
+    t = np.asarray(target).reshape(-1)
+    x = np.asarray(features, dtype=np.float64).reshape(t.size, c.shape[1])
+    delta = np.zeros_like(c)
+    np.add.at(delta, t, c[t] - x)
+    count = np.bincount(t, minlength=c.shape[0])[:, np.newaxis]
+    return (c - alpha * delta / (1 + count)).astype(np.asarray(centers).dtype)

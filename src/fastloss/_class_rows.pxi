@@ -43,8 +43,10 @@ cdef struct ClassRows:
 
 cdef inline double nll_row(const floating* x, Py_ssize_t C, Py_ssize_t t, double w,
                            double scale, floating* g, floating* scratch) noexcept nogil:
-    """-w x[t] (x holds log-probabilities); the gradient is -w at t, 0 elsewhere."""
-    cdef double loss = -w * x[t]
+    """-w x[t] (x holds log-probabilities); the gradient is -w at t, 0 elsewhere.
+    A class of weight 0 contributes exactly 0, even where x[t] is -inf or NaN (the
+    reference's convention, as cross-entropy's; torch's 0 * -inf is NaN)."""
+    cdef double loss = 0.0 if w == 0 else -w * x[t]
     cdef Py_ssize_t j
     if g != NULL:
         for j in range(C):

@@ -181,7 +181,8 @@ cdef inline void hinge_point(floating x, floating y, floating margin, bint squar
     cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
     cdef floating h = margin - y * x
     cdef floating active = zero if h <= zero else h  # NaN stays NaN
-    cdef floating dactive = zero if h <= zero else (-y if h > zero else h)
+    # At a NaN h, torch's relu passes no gradient (its mask h > 0 is false): 0.
+    cdef floating dactive = -y if h > zero else zero
     loss[0] = active * active if squared else active
     slope[0] = (active + active) * dactive if squared else dactive
     cdef floating squared_curvature = (y + y) * y

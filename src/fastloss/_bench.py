@@ -1445,7 +1445,7 @@ def main(argv: list[str]) -> int:
     report["environment"]["machine"]["loadavg_end"] = _loadavg()
     report["elapsed_s"] = time.perf_counter() - started
 
-    if run_cases or run_threads_scan:
+    if run_cases or run_threads_scan or args.torch:
         print(render(report))
     if args.boosting:
         print(render_boosting(report["boosting"]))

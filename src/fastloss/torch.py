@@ -40,6 +40,26 @@ How a call runs:
   ``torch.get_num_threads()`` at call time, so ``torch.set_num_threads`` governs
   fastloss under this adapter as it governs torch; an explicit ``n_threads=`` wins.
 
+Per loss, as the table says:
+
+- Every loss of ``fastloss.functional`` is here. The fourteen with a
+  ``torch.nn.functional`` twin have its signature and are what ``patch()`` routes;
+  ``hinge_loss``, ``msle_loss``, ``log_cosh_loss`` (torch-style signatures) and
+  ``sigmoid_focal_loss`` (torchvision's, ``inputs``/``targets``) have none, and a call
+  they cannot serve raises TypeError instead of falling back.
+- ``gaussian_nll_loss`` differentiates ``input`` and a ``var`` tensor; a Python float
+  ``var`` is passed to fastloss as the float. With ``reduction="none"`` a homoscedastic
+  ``var`` is expanded to input's shape (a view), so its gradient takes the per-element
+  upstream gradient and autograd sums it back to var's shape.
+- ``kl_div(reduction="mean")`` warns with torch's own warning and runs as
+  ``"batchmean"`` on ``(numel, 1)`` views (the same mean, without fastloss's warning).
+- Falls back, beyond the rules above: ``multi_margin_loss`` in float16/bfloat16 (torch
+  raises) or of an empty batch (torch returns uninitialised memory); a target or a
+  ``weight=`` of mse/l1/huber that requires grad (torch differentiates them).
+- fastloss's documented differences from torch at NaN/inf-producing inputs (exact
+  limits at +-inf logits, ``0 * log 0 = 0``, a finite ``soft_margin_loss`` at huge
+  ``|x|``) apply to served calls: detecting them would cost a pass over the input.
+
 Adding a loss is one ``_Loss`` entry in ``_LOSSES`` (see its fields).
 """
 

@@ -9,6 +9,7 @@ A new loss adds its builders to ``CASES`` (and a gradcheck case to ``GRADCHECK``
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import warnings
 
@@ -21,9 +22,57 @@ import torch.nn.functional as F  # noqa: E402
 import fastloss.functional  # noqa: E402
 import fastloss.torch as ft  # noqa: E402
 
+# kl_div's reduction="mean" warns (torch's warning, in torch and here alike)
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
+
 # torch's own functions, whatever a test patches.
 TORCH = dict(ft._ORIGINALS)
 LOSS_NAMES = [loss.name for loss in ft._LOSSES]
+ENTRIES = {loss.name: loss for loss in ft._LOSSES}
+TWINS = [loss.name for loss in ft._LOSSES if loss.twin]
+
+
+def _reduce(loss, reduction):
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+# The losses without a torch.nn.functional twin, written in torch ops as their
+# sources define them (signatures included): optax/Keras hinge, Keras 3 MSLE,
+# log-cosh, and torchvision.ops.sigmoid_focal_loss (its code, verbatim in torch ops).
+def hinge_loss(input, target, margin=1.0, squared=False, reduction="mean"):
+    h = torch.relu(margin - target * input)
+    return _reduce(h * h if squared else h, reduction)
+
+
+def msle_loss(input, target, reduction="mean"):
+    return _reduce((torch.log1p(input.clamp(min=1e-7))
+                    - torch.log1p(target.clamp(min=1e-7))) ** 2, reduction)
+
+
+def log_cosh_loss(input, target, reduction="mean"):
+    return _reduce(torch.log(torch.cosh(input - target)), reduction)
+
+
+def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
+    p = torch.sigmoid(inputs)
+    ce_loss = TORCH["binary_cross_entropy_with_logits"](inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return _reduce(loss, reduction)
+
+
+# What each loss is checked against: torch's function, or the definition above.
+REFERENCE = {**TORCH, "hinge_loss": hinge_loss, "msle_loss": msle_loss,
+             "log_cosh_loss": log_cosh_loss, "sigmoid_focal_loss": sigmoid_focal_loss}
+
+
+def grad_names(loss_name, tensors):
+    """The differentiable arguments of a case (a float var has no gradient)."""
+    return tuple(n for n in ENTRIES[loss_name].differentiable
+                 if isinstance(tensors.get(n), torch.Tensor))
 DTYPES = [torch.float32, torch.float64]
 REDUCTIONS = ["none", "mean", "sum"]
 TOL = {torch.float32: dict(rtol=2e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14),
@@ -79,11 +128,97 @@ def bce_case(shape=(6, 5), weight=None, pos_weight=None):
     return build
 
 
-def pointwise_case(shape=(7, 3), **options):
+def pointwise_case(shape=(7, 3), weight=False, **options):
     def build(dtype, g):
         x = torch.randn(shape, generator=g, dtype=torch.float64).mul(2).to(dtype)
         target = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-        return {"input": x, "target": target}, dict(options)
+        tensors = {"input": x, "target": target}
+        if weight:
+            tensors["weight"] = torch.rand(shape, generator=g, dtype=torch.float64).add(0.2).to(dtype)
+        return tensors, dict(options)
+    return build
+
+
+def nll_case(shape=(6, 5), weight=False, **options):
+    def build(dtype, g):
+        tensors, _ = ce_case(shape=shape, weight=weight, **options)(torch.float64, g)
+        dim = 1 if len(shape) > 1 else 0
+        tensors["input"] = torch.log_softmax(tensors["input"], dim)
+        return {k: v.to(dtype) if v.is_floating_point() else v
+                for k, v in tensors.items()}, dict(options)
+    return build
+
+
+def margin_case(shape=(6, 5), weight=False, **options):
+    return ce_case(shape=shape, weight=weight, **options)
+
+
+def multilabel_case(shape=(6, 5), weight=None):
+    def build(dtype, g):
+        tensors, _ = bce_case(shape=shape, weight=weight)(dtype, g)
+        return tensors, {}
+    return build
+
+
+def prob_case(shape=(6, 5), weight=None, soft=False):
+    """binary_cross_entropy: probabilities in (0.02, 0.98), 0/1 (or soft) targets."""
+    def build(dtype, g):
+        x = torch.rand(shape, generator=g, dtype=torch.float64).mul(0.96).add(0.02).to(dtype)
+        target = torch.rand(shape, generator=g, dtype=torch.float64)
+        target = (target if soft else target.round()).to(dtype)
+        tensors = {"input": x, "target": target}
+        if weight is not None:
+            tensors["weight"] = torch.rand(weight, generator=g, dtype=torch.float64).add(0.5).to(dtype)
+        return tensors, {}
+    return build
+
+
+def sign_case(shape=(7, 3), names=("input", "target"), scale=2.0, **options):
+    """Scores and -1/1 targets (0/1 with names inputs/targets: focal)."""
+    def build(dtype, g):
+        x = torch.randn(shape, generator=g, dtype=torch.float64).mul(scale).to(dtype)
+        y = torch.rand(shape, generator=g, dtype=torch.float64).round()
+        y = (y if names[0] == "inputs" else 2 * y - 1).to(dtype)
+        return {names[0]: x, names[1]: y}, dict(options)
+    return build
+
+
+def kl_case(shape=(5, 4), log_target=False):
+    def build(dtype, g):
+        x = torch.log_softmax(torch.randn(shape, generator=g, dtype=torch.float64), -1)
+        p = torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64), -1)
+        target = p.log() if log_target else p
+        return {"input": x.to(dtype), "target": target.to(dtype)}, {"log_target": log_target}
+    return build
+
+
+def positive_case(shape=(7, 3)):
+    """msle: predictions and targets mostly positive, a few clamped."""
+    def build(dtype, g):
+        x = torch.rand(shape, generator=g, dtype=torch.float64).mul(3).sub(0.2).to(dtype)
+        y = torch.rand(shape, generator=g, dtype=torch.float64).mul(3).sub(0.2).to(dtype)
+        return {"input": x, "target": y}, {}
+    return build
+
+
+def poisson_case(shape=(7, 3), log_input=True, **options):
+    def build(dtype, g):
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        x = x if log_input else x.abs().add(0.1)
+        y = torch.randint(0, 6, shape, generator=g).double()
+        return {"input": x.to(dtype), "target": y.to(dtype)}, dict(options, log_input=log_input)
+    return build
+
+
+def gaussian_case(shape=(6, 3), var="full", **options):
+    def build(dtype, g):
+        x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+        y = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+        var_shape = {"full": shape, "row": shape[:-1], "column": shape[:-1] + (1,),
+                     "middle": (shape[0], 1) + shape[2:]}.get(var)
+        v = 0.7 if var == "float" else \
+            torch.rand(var_shape, generator=g, dtype=torch.float64).add(0.1).to(dtype)
+        return {"input": x, "target": y, "var": v}, dict(options)
     return build
 
 
@@ -112,16 +247,56 @@ CASES = {
         "3d": bce_case(shape=(2, 3, 4), pos_weight=(4,)),
         "1d": bce_case(shape=(9,)),
     },
-    "mse_loss": {"plain": pointwise_case(), "1d": pointwise_case(shape=(11,))},
+    "mse_loss": {"plain": pointwise_case(), "1d": pointwise_case(shape=(11,)),
+                 "weight": pointwise_case(weight=True)},
     "huber_loss": {"default": pointwise_case(), "delta_small": pointwise_case(delta=0.3),
-                   "delta_large": pointwise_case(delta=2.5), "1d": pointwise_case(shape=(11,))},
+                   "delta_large": pointwise_case(delta=2.5), "1d": pointwise_case(shape=(11,)),
+                   "weight": pointwise_case(weight=True, delta=0.5)},
+    "nll_loss": {"plain": nll_case(), "weight": nll_case(weight=True),
+                 "ignore_index": nll_case(weight=True, ignore_index=2),
+                 "kdim": nll_case(shape=(3, 4, 2, 5), weight=True), "unbatched": nll_case(shape=(7,))},
+    "multi_margin_loss": {"plain": margin_case(), "p2": margin_case(p=2),
+                          "margin_weight": margin_case(weight=True, margin=0.5),
+                          "p2_weight": margin_case(weight=True, p=2, margin=2.0),
+                          "unbatched": margin_case(shape=(7,))},
+    "multilabel_soft_margin_loss": {"plain": multilabel_case(),
+                                    "weight": multilabel_case(weight=(5,)),
+                                    "1d": multilabel_case(shape=(7,))},
+    "binary_cross_entropy": {"plain": prob_case(), "weight_row": prob_case(weight=(5,)),
+                             "weight_full": prob_case(weight=(6, 5)),
+                             "soft": prob_case(soft=True), "1d": prob_case(shape=(9,))},
+    "soft_margin_loss": {"plain": sign_case(), "1d": sign_case(shape=(11,))},
+    "hinge_loss": {"plain": sign_case(), "margin": sign_case(margin=0.5),
+                   "squared": sign_case(squared=True), "both": sign_case(squared=True, margin=2.0)},
+    "sigmoid_focal_loss": {"mean": sign_case(names=("inputs", "targets"), reduction="mean"),
+                           "alpha_gamma": sign_case(names=("inputs", "targets"), alpha=0.6,
+                                                    gamma=1.5),
+                           "no_alpha": sign_case(names=("inputs", "targets"), alpha=-1.0),
+                           "gamma0": sign_case(names=("inputs", "targets"), gamma=0.0)},
+    "kl_div": {"plain": kl_case(), "log_target": kl_case(log_target=True),
+               "3d": kl_case(shape=(2, 3, 4))},
+    "l1_loss": {"plain": pointwise_case(), "weight": pointwise_case(weight=True),
+                "1d": pointwise_case(shape=(11,))},
+    "smooth_l1_loss": {"default": pointwise_case(), "beta_small": pointwise_case(beta=0.3),
+                       "beta_zero": pointwise_case(beta=0.0), "beta_large": pointwise_case(beta=3.0)},
+    "msle_loss": {"plain": positive_case(), "1d": positive_case(shape=(11,))},
+    "log_cosh_loss": {"plain": pointwise_case(), "large": pointwise_case(shape=(4, 5))},
+    "poisson_nll_loss": {"log_input": poisson_case(), "full": poisson_case(full=True),
+                         "rate": poisson_case(log_input=False),
+                         "rate_full_eps": poisson_case(log_input=False, full=True, eps=0.01)},
+    "gaussian_nll_loss": {"full_var": gaussian_case(), "row_var": gaussian_case(var="row"),
+                          "column_var": gaussian_case(var="column"),
+                          "middle_var": gaussian_case(shape=(2, 3, 4), var="middle"),
+                          "float_var": gaussian_case(var="float"),
+                          "full_eps": gaussian_case(full=True, eps=0.3)},
 }
 ALL_CASES = [(loss, name) for loss in CASES for name in CASES[loss]]
 
 
 def run(func, tensors, options, grad_names=("input",), upstream=None):
     """func(**tensors, **options) forward + backward: (loss, {name: grad})."""
-    leaves = {k: (v.detach().clone().requires_grad_(k in grad_names) if v is not None else None)
+    leaves = {k: (v.detach().clone().requires_grad_(k in grad_names)
+                  if isinstance(v, torch.Tensor) else v)
               for k, v in tensors.items()}
     loss = func(**leaves, **options)
     (loss if upstream is None else loss * upstream).sum().backward()
@@ -132,10 +307,11 @@ def check_against_torch(loss_name, tensors, options, dtype, reduction, seed=1):
     options = dict(options, reduction=reduction)
     upstream = None
     if reduction == "none":  # a non-uniform upstream gradient per loss value
-        shape = TORCH[loss_name](**tensors, **options).shape
+        shape = REFERENCE[loss_name](**tensors, **options).shape
         upstream = torch.rand(shape, generator=gen(seed), dtype=torch.float64).add(0.1).to(dtype)
-    ours, our_grads = run(getattr(ft, loss_name), tensors, options, upstream=upstream)
-    theirs, their_grads = run(TORCH[loss_name], tensors, options, upstream=upstream)
+    names = grad_names(loss_name, tensors)
+    ours, our_grads = run(getattr(ft, loss_name), tensors, options, names, upstream)
+    theirs, their_grads = run(REFERENCE[loss_name], tensors, options, names, upstream)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     torch.testing.assert_close(ours, theirs, **TOL[dtype])
     for name in our_grads:
@@ -153,29 +329,32 @@ def test_function_matches_torch(loss_name, case, dtype, reduction):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("loss_name,case", [(loss, next(iter(CASES[loss]))) for loss in CASES])
+@pytest.mark.parametrize("loss_name,case", [(loss, next(iter(CASES[loss]))) for loss in CASES
+                                            if ENTRIES[loss].half])
 @pytest.mark.parametrize("reduction", ["none", "mean"])
 def test_half_types_computed_in_float32_and_cast_back(loss_name, case, dtype, reduction):
     tensors, options = CASES[loss_name][case](dtype, gen())
     options = dict(options, reduction=reduction)
     upstream = None
     if reduction == "none":
-        shape = TORCH[loss_name](**tensors, **options).shape
+        shape = REFERENCE[loss_name](**tensors, **options).shape
         upstream = torch.rand(shape, generator=gen(1), dtype=torch.float64).add(0.1).to(dtype)
-    ours, grads = run(getattr(ft, loss_name), tensors, options, upstream=upstream)
+    x_name = ENTRIES[loss_name].differentiable[0]
+    ours, grads = run(getattr(ft, loss_name), tensors, options, (x_name,), upstream)
     # exactly the float32 computation, cast back (the gradient scaled in the half type,
     # as autograd multiplies the upstream gradient in it)
     wide = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    loss32, grads32 = run(getattr(ft, loss_name), wide, options)
+    loss32, grads32 = run(getattr(ft, loss_name), wide, options, (x_name,))
     assert ours.dtype == dtype and torch.equal(ours, loss32.to(dtype))
-    expected = grads32["input"].to(dtype)
-    assert torch.equal(grads["input"], expected if upstream is None else
+    expected = grads32[x_name].to(dtype)
+    axis = ENTRIES[loss_name].none_axis
+    assert torch.equal(grads[x_name], expected if upstream is None else
                        expected * (upstream if upstream.dim() == expected.dim()
-                                   else upstream.unsqueeze(1)))
+                                   else upstream.unsqueeze(axis)))
     # and close to torch's own half-precision result, which rounds in other places
-    theirs, their_grads = run(TORCH[loss_name], tensors, options, upstream=upstream)
+    theirs, their_grads = run(REFERENCE[loss_name], tensors, options, (x_name,), upstream)
     torch.testing.assert_close(ours, theirs, **TOL[dtype])
-    torch.testing.assert_close(grads["input"], their_grads["input"], **TOL[dtype])
+    torch.testing.assert_close(grads[x_name], their_grads[x_name], **TOL[dtype])
     assert ft.fallback_counts() == {}
 
 
@@ -187,15 +366,25 @@ def test_every_table_entry_has_cases_and_public_names():
         assert getattr(ft, name).__module__ == "fastloss.torch"
 
 
-def test_legacy_size_average_reduce_as_torch():
-    tensors, _ = CASES["cross_entropy"]["weight"](torch.float64, gen())
+LEGACY = [(loss, case) for loss, case in [
+    ("cross_entropy", "weight"), ("nll_loss", "weight"), ("multi_margin_loss", "margin_weight"),
+    ("multilabel_soft_margin_loss", "weight"), ("binary_cross_entropy", "weight_row"),
+    ("binary_cross_entropy_with_logits", "pos_weight"), ("soft_margin_loss", "plain"),
+    ("kl_div", "plain"), ("mse_loss", "weight"), ("l1_loss", "weight"),
+    ("smooth_l1_loss", "beta_small"), ("poisson_nll_loss", "full")]]
+
+
+@pytest.mark.parametrize("loss_name,case", LEGACY)
+def test_legacy_size_average_reduce_as_torch(loss_name, case):
+    tensors, options = CASES[loss_name][case](torch.float64, gen())
     for size_average, reduce in [(False, None), (None, False), (True, True), (False, True)]:
+        legacy = dict(options, size_average=size_average, reduce=reduce)
         with warnings.catch_warnings(record=True) as ours_w:
             warnings.simplefilter("always")
-            ours = ft.cross_entropy(**tensors, size_average=size_average, reduce=reduce)
+            ours = getattr(ft, loss_name)(**tensors, **legacy)
         with warnings.catch_warnings(record=True) as theirs_w:
             warnings.simplefilter("always")
-            theirs = TORCH["cross_entropy"](**tensors, size_average=size_average, reduce=reduce)
+            theirs = TORCH[loss_name](**tensors, **legacy)
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=0)
         assert [str(w.message) for w in ours_w] == [str(w.message) for w in theirs_w]
     assert ft.fallback_counts() == {}
@@ -203,9 +392,9 @@ def test_legacy_size_average_reduce_as_torch():
 
 def test_signatures_are_torchs_plus_n_threads():
     import inspect
-    for name in LOSS_NAMES:
+    for name in LOSS_NAMES:  # (the losses without a twin: their sources' signatures)
         ours = inspect.signature(getattr(ft, name))
-        theirs = inspect.signature(TORCH[name])
+        theirs = inspect.signature(REFERENCE[name])
         assert [(p.name, p.default) for p in theirs.parameters.values()] == \
             [(p.name, p.default) for p in ours.parameters.values()][:-1]
         assert list(ours.parameters)[-1] == "n_threads"
@@ -217,8 +406,23 @@ GRADCHECK = {
     "cross_entropy": [ce_case(weight=True, ignore_index=1, label_smoothing=0.1),
                       ce_case(shape=(2, 3, 4), probs=True, label_smoothing=0.2)],
     "binary_cross_entropy_with_logits": [bce_case(weight=(5,), pos_weight=(5,))],
-    "mse_loss": [pointwise_case()],
-    "huber_loss": [pointwise_case(delta=0.7)],
+    "mse_loss": [pointwise_case(weight=True)],
+    "huber_loss": [pointwise_case(delta=0.7, weight=True)],
+    "nll_loss": [nll_case(shape=(3, 4, 2), weight=True, ignore_index=1)],
+    "multi_margin_loss": [margin_case(weight=True, p=2, margin=0.8)],
+    "multilabel_soft_margin_loss": [multilabel_case(weight=(5,))],
+    "binary_cross_entropy": [prob_case(weight=(5,), soft=True)],
+    "soft_margin_loss": [sign_case()],
+    "hinge_loss": [sign_case(squared=True, margin=1.5)],
+    "sigmoid_focal_loss": [sign_case(names=("inputs", "targets"), alpha=0.3, gamma=1.5)],
+    "kl_div": [kl_case(log_target=True)],
+    "l1_loss": [pointwise_case(weight=True)],
+    "smooth_l1_loss": [pointwise_case(beta=0.5)],
+    "msle_loss": [positive_case()],
+    "log_cosh_loss": [pointwise_case()],
+    "poisson_nll_loss": [poisson_case(full=True), poisson_case(log_input=False)],
+    "gaussian_nll_loss": [gaussian_case(full=True), gaussian_case(var="row"),
+                          gaussian_case(shape=(2, 3, 4), var="middle")],
 }
 
 
@@ -227,10 +431,13 @@ GRADCHECK = {
 def test_gradcheck(loss_name, reduction):
     for build in GRADCHECK[loss_name]:
         tensors, options = build(torch.float64, gen(3))
-        x = tensors.pop("input").requires_grad_()
+        names = grad_names(loss_name, tensors)
+        leaves = tuple(tensors.pop(n).requires_grad_() for n in names)
         func = getattr(ft, loss_name)
         assert torch.autograd.gradcheck(
-            lambda x: func(x, **tensors, **options, reduction=reduction), (x,))
+            lambda *xs: func(**dict(zip(names, xs)), **tensors, **options, reduction=reduction),
+            leaves)
+    assert ft.fallback_counts() == {}
 
 
 # -------------------------------------------- the gradient buffer, no copies
@@ -293,25 +500,29 @@ def test_upstream_not_one_scales_in_place_on_the_saved_buffer(monkeypatch):
 def test_backward_with_upstream_one_runs_no_tensor_op(loss_name):
     """loss.backward() on a mean hands back the saved gradient: no fill, copy or multiply."""
     tensors, options = CASES[loss_name][next(iter(CASES[loss_name]))](torch.float32, gen())
-    x = tensors.pop("input").requires_grad_()
-    loss = getattr(ft, loss_name)(x, **tensors, **options)
-    views = {"aten::detach", "aten::alias", "aten::view", "aten::unsqueeze", "aten::expand"}
+    x_name = ENTRIES[loss_name].differentiable[0]
+    x = tensors.pop(x_name).requires_grad_()
+    call = lambda: getattr(ft, loss_name)(**{x_name: x}, **tensors, **options)  # noqa: E731
+    loss = call()
+    views = {"aten::detach", "aten::alias", "aten::view", "aten::unsqueeze", "aten::expand",
+             "aten::reshape", "aten::_reshape_alias"}
 
     def ops_on_gradient(backward):
-        """The aten ops of `backward` that read or write a tensor of the gradient's shape
-        (views, which touch no data, aside)."""
+        """The aten ops of `backward` that read or write a tensor of the gradient's size
+        (views, which touch no data, aside; kl_div's "mean" runs on a (numel, 1) view)."""
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                     record_shapes=True) as prof:
             backward()
         return sorted(event.key for event in prof.events()
                       if event.name.startswith("aten::") and event.name not in views
-                      and list(x.shape) in event.input_shapes)
+                      and any(shape and math.prod(shape) == x.numel()
+                              for shape in event.input_shapes))
 
     # (torch's backward itself fills the 0-d ones() it starts from)
     assert ops_on_gradient(loss.backward) == []
     # another upstream gradient: one multiply, in place on the saved gradient, then the
     # accumulation into x.grad
-    loss = getattr(ft, loss_name)(x, **tensors, **options)
+    loss = call()
     assert ops_on_gradient((loss * 2).backward) == ["aten::add_", "aten::mul_"]
 
 
@@ -357,8 +568,9 @@ def test_two_losses_on_one_input_accumulate():
 @pytest.mark.parametrize("loss_name", LOSS_NAMES)
 def test_double_backward_raises_naming_fastloss_and_unpatch(loss_name):
     tensors, options = CASES[loss_name][next(iter(CASES[loss_name]))](torch.float64, gen())
-    x = tensors.pop("input").requires_grad_()
-    loss = getattr(ft, loss_name)(x, **tensors, **options)
+    x_name = ENTRIES[loss_name].differentiable[0]
+    x = tensors.pop(x_name).requires_grad_()
+    loss = getattr(ft, loss_name)(**{x_name: x}, **tensors, **options)
     with pytest.raises(RuntimeError, match=r"fastloss.*double backward.*unpatch\(\)"):
         torch.autograd.grad(loss, x, create_graph=True)
 
@@ -425,8 +637,9 @@ def fallback_case(loss_name, tensors, options=None, grads=("input",)):
 
     def call(func):
         def go():
-            leaves = {k: v.detach().clone().requires_grad_(k in grads) if v is not None and
-                      (v.is_floating_point() or v.is_complex()) else v
+            leaves = {k: v.detach().clone().requires_grad_(k in grads)
+                      if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
+                      else v
                       for k, v in tensors.items()}
             loss = func(**leaves, **options)
             if loss.requires_grad:
@@ -456,15 +669,46 @@ FALLBACKS = {
                              {}, ("input", "target"), "target requires grad"),
     "huber target requires grad": ("huber_loss", {"input": f64(5), "target": f64(5, seed=1)},
                                    {"delta": 0.5}, ("input", "target"), "target requires grad"),
-    "mse weight": ("mse_loss", {"input": f64(5), "target": f64(5, seed=1),
-                                "weight": f64(5, seed=2).abs()},
-                   {}, ("input",), "weight= (not in fastloss)"),
     "mse weight requires grad": ("mse_loss", {"input": f64(5), "target": f64(5, seed=1),
                                               "weight": f64(5, seed=2).abs()},
-                                 {}, ("input", "weight"), "weight= (not in fastloss)"),
-    "huber weight": ("huber_loss", {"input": f64(5), "target": f64(5, seed=1),
-                                    "weight": f64(5, seed=2).abs()},
-                     {"reduction": "sum"}, ("input", "weight"), "weight= (not in fastloss)"),
+                                 {}, ("input", "weight"), "weight requires grad"),
+    "huber weight requires grad": ("huber_loss", {"input": f64(5), "target": f64(5, seed=1),
+                                                  "weight": f64(5, seed=2).abs()},
+                                   {"reduction": "sum"}, ("input", "weight"),
+                                   "weight requires grad"),
+    "l1 weight requires grad": ("l1_loss", {"input": f64(5), "target": f64(5, seed=1),
+                                            "weight": f64(5, seed=2).abs()},
+                                {}, ("input", "weight"), "weight requires grad"),
+    "kl target requires grad": ("kl_div", {"input": f64(4, 3), "target": f64(4, 3).abs()},
+                                {"reduction": "batchmean"}, ("input", "target"),
+                                "target requires grad"),
+    "bce target requires grad": ("binary_cross_entropy",
+                                 {"input": torch.rand(4, 3, generator=gen(), dtype=torch.float64),
+                                  "target": torch.rand(4, 3, generator=gen(1),
+                                                       dtype=torch.float64)},
+                                 {}, ("input", "target"), "target requires grad"),
+    "gaussian target requires grad": ("gaussian_nll_loss",
+                                      {"input": f64(4, 3), "target": f64(4, 3, seed=1),
+                                       "var": f64(4, 3, seed=2).abs()},
+                                      {}, ("input", "target", "var"), "target requires grad"),
+    "gaussian int var": ("gaussian_nll_loss", {"input": f64(4, 3), "target": f64(4, 3, seed=1),
+                                               "var": 1}, {}, ("input",), "var is not a tensor"),
+    "nll uint8 target": ("nll_loss", {"input": f64(4, 3),
+                                      "target": torch.tensor([0, 2, 1, 1], dtype=torch.uint8)},
+                         {}, ("input",), "target dtype torch.uint8 with input dtype torch.float64"),
+    "multi_margin half": ("multi_margin_loss", {"input": f64(4, 3).half(),
+                                                "target": torch.tensor([0, 2, 1, 1])},
+                          {}, ("input",), "input dtype torch.float16"),
+    "multi_margin weight requires grad": ("multi_margin_loss",
+                                          {"input": f64(4, 3), "target": torch.tensor([0, 2, 1, 1]),
+                                           "weight": f64(3).abs()},
+                                          {}, ("input", "weight"), "weight requires grad"),
+    "mse weight broadcast": ("mse_loss", {"input": f64(4, 3), "target": f64(4, 3, seed=1),
+                                          "weight": f64(3, seed=2).abs()},
+                             {}, ("input",), "weight shape differs from input's (torch broadcasts)"),
+    "kl elementwise_mean": ("kl_div", {"input": f64(4), "target": f64(4, seed=1).abs()},
+                            {"reduction": "elementwise_mean"}, ("input",),
+                            "reduction 'elementwise_mean'"),
     "ce weight requires grad": ("cross_entropy", {"input": f64(4, 3),
                                                   "target": torch.tensor([0, 2, 1, 1]),
                                                   "weight": f64(3).abs()},
@@ -514,8 +758,8 @@ def test_fallback_for_torch_function_subclass():
 
 def test_fallback_is_logged_at_debug(caplog):
     with caplog.at_level("DEBUG", logger="fastloss.torch"):
-        ft.mse_loss(torch.arange(3.0), torch.arange(3.0), weight=torch.ones(3))
-    assert "mse_loss falls back to torch: weight= (not in fastloss)" in caplog.text
+        ft.mse_loss(torch.arange(3.0), torch.arange(3.0).requires_grad_())
+    assert "mse_loss falls back to torch: target requires grad" in caplog.text
     ft.reset_fallback_counts()
     assert ft.fallback_counts() == {}
 
@@ -540,6 +784,30 @@ ERRORS = {
     "bce pos_weight shape": ("binary_cross_entropy_with_logits",
                              {"input": f64(4, 3), "target": f64(4, 3), "pos_weight": f64(2)}, {}),
     "huber negative delta": ("huber_loss", {"input": f64(4), "target": f64(4)}, {"delta": -1.0}),
+    "nll index out of range": ("nll_loss", {"input": f64(4, 3),
+                                            "target": torch.tensor([0, 3, 1, 1])}, {}),
+    "multi_margin p=3": ("multi_margin_loss", {"input": f64(4, 3),
+                                               "target": torch.tensor([0, 1, 1, 2])}, {"p": 3}),
+    "multi_margin 3d": ("multi_margin_loss", {"input": f64(4, 3, 2),
+                                              "target": torch.tensor([0, 1, 1, 2])}, {}),
+    "bce input above 1": ("binary_cross_entropy", {"input": f64(4).abs().add(1.0),
+                                                   "target": f64(4).abs()}, {}),
+    "bce target shape": ("binary_cross_entropy", {"input": f64(4, 3).sigmoid(),
+                                                  "target": f64(3).sigmoid()}, {}),
+    "l1 weight shape": ("l1_loss", {"input": f64(4, 3), "target": f64(4, 3),
+                                    "weight": f64(3).abs()}, {}),
+    "smooth_l1 negative beta": ("smooth_l1_loss", {"input": f64(4), "target": f64(4)},
+                                {"beta": -1.0}),
+    "gaussian negative var": ("gaussian_nll_loss", {"input": f64(4), "target": f64(4),
+                                                    "var": -f64(4).abs()}, {}),
+    "gaussian negative float var": ("gaussian_nll_loss", {"input": f64(4), "target": f64(4),
+                                                          "var": -1.0}, {}),
+    "gaussian var size": ("gaussian_nll_loss", {"input": f64(4, 3), "target": f64(4, 3),
+                                                "var": f64(2).abs()}, {}),
+    "gaussian reduction": ("gaussian_nll_loss", {"input": f64(4), "target": f64(4),
+                                                 "var": f64(4).abs()}, {"reduction": "avg"}),
+    "kl_div reduction": ("kl_div", {"input": f64(4), "target": f64(4).abs()},
+                         {"reduction": "avg"}),
 }
 
 
@@ -571,7 +839,7 @@ def test_patch_routes_functional_and_modules(monkeypatch):
     ft.unpatch()
     ft.unpatch()
     assert not ft.is_patched()
-    for name in LOSS_NAMES:
+    for name in TWINS:
         assert getattr(F, name) is TORCH[name]
     torch.nn.CrossEntropyLoss()(x, t)
     assert len(spy.calls) == 1
@@ -592,9 +860,35 @@ def test_patched_context_scopes_and_nests():
 
 def test_patched_fallback_calls_torchs_original_not_itself():
     with ft.patched():
-        loss = F.mse_loss(torch.arange(4.0), torch.arange(4.0).flip(0), weight=torch.ones(4))
+        loss = F.mse_loss(torch.arange(4.0), torch.arange(4.0).flip(0).requires_grad_())
     assert loss.item() == 5.0
-    assert ft.fallback_counts() == {("mse_loss", "weight= (not in fastloss)"): 1}
+    assert ft.fallback_counts() == {("mse_loss", "target requires grad"): 1}
+
+
+def test_patch_routes_every_twin_and_only_twins():
+    with ft.patched():
+        for name in TWINS:
+            assert getattr(F, name) is getattr(ft, name)
+        for loss in ft._LOSSES:
+            if not loss.twin:
+                assert not hasattr(F, loss.name)
+    for name in TWINS:
+        assert getattr(F, name) is TORCH[name]
+
+
+@pytest.mark.parametrize("loss_name,case", [(loss, name) for loss, name in ALL_CASES
+                                            if loss in TWINS and loss != "cross_entropy"])
+def test_patched_modules_and_functional_serve_every_case(loss_name, case):
+    """Under patch(), torch.nn.functional's own name gives torch's result, served here."""
+    tensors, options = CASES[loss_name][case](torch.float64, gen())
+    names = grad_names(loss_name, tensors)
+    theirs, their_grads = run(TORCH[loss_name], tensors, options, names)
+    with ft.patched():
+        ours, our_grads = run(lambda **kw: getattr(F, loss_name)(**kw), tensors, options, names)
+    torch.testing.assert_close(ours, theirs, **TOL[torch.float64])
+    for name in names:
+        torch.testing.assert_close(our_grads[name], their_grads[name], **TOL[torch.float64])
+    assert ft.fallback_counts() == {}
 
 
 # ------------------------------------------------------------------ modules
@@ -610,17 +904,51 @@ MODULES = [
     ("MSELoss", dict(reduction="sum"), "pointwise"),
     ("MSELoss", dict(reduce=False), "pointwise"),
     ("HuberLoss", dict(delta=0.4, reduction="none"), "pointwise"),
+    ("NLLLoss", dict(weight=torch.tensor([1.0, 2.0, 0.5]), ignore_index=2), "nll"),
+    ("NLLLoss", dict(reduction="none"), "nll"),
+    ("MultiMarginLoss", dict(p=2, margin=0.5, weight=torch.tensor([1.0, 2.0, 0.5])), "ce"),
+    ("MultiMarginLoss", dict(reduction="sum"), "ce"),
+    ("MultiLabelSoftMarginLoss", dict(weight=torch.tensor([1.0, 2.0, 0.5])), "bce"),
+    ("MultiLabelSoftMarginLoss", dict(reduction="none"), "bce"),
+    ("BCELoss", dict(weight=torch.tensor([1.0, 2.0, 0.5])), "prob"),
+    ("BCELoss", dict(reduction="sum"), "prob"),
+    ("SoftMarginLoss", dict(), "sign"),
+    ("KLDivLoss", dict(reduction="batchmean"), "kl"),
+    ("KLDivLoss", dict(reduction="sum", log_target=True), "kl_log"),
+    ("L1Loss", dict(), "pointwise"),
+    ("L1Loss", dict(size_average=False), "pointwise"),
+    ("SmoothL1Loss", dict(beta=0.5, reduction="none"), "pointwise"),
+    ("PoissonNLLLoss", dict(), "pointwise"),
+    ("PoissonNLLLoss", dict(log_input=False, full=True, eps=1e-3), "rate"),
+    ("GaussianNLLLoss", dict(full=True), "gauss"),
+    ("GaussianNLLLoss", dict(eps=0.1, reduction="none"), "gauss_row"),
 ]
 
 
 def module_data(kind, dtype):
+    """(input, the other forward arguments)."""
     g = gen(5)
     x = torch.randn(6, 3, generator=g, dtype=dtype)
     if kind == "ce":
-        return x, torch.randint(0, 3, (6,), generator=g)
+        return x, (torch.randint(0, 3, (6,), generator=g),)
+    if kind == "nll":
+        return x.log_softmax(1), (torch.randint(0, 3, (6,), generator=g),)
     if kind == "bce":
-        return x, torch.rand(6, 3, generator=g, dtype=dtype).round()
-    return x, torch.randn(6, 3, generator=g, dtype=dtype)
+        return x, (torch.rand(6, 3, generator=g, dtype=dtype).round(),)
+    if kind == "prob":
+        return x.sigmoid(), (torch.rand(6, 3, generator=g, dtype=dtype).round(),)
+    if kind == "sign":
+        return x, (torch.rand(6, 3, generator=g, dtype=dtype).round() * 2 - 1,)
+    if kind in ("kl", "kl_log"):
+        p = torch.randn(6, 3, generator=g, dtype=dtype).softmax(1)
+        return x.log_softmax(1), (p.log() if kind == "kl_log" else p,)
+    if kind == "rate":
+        return x.abs() + 0.1, (torch.randint(0, 5, (6, 3), generator=g).to(dtype),)
+    if kind in ("gauss", "gauss_row"):
+        var_shape = (6, 3) if kind == "gauss" else (6,)
+        return x, (torch.randn(6, 3, generator=g, dtype=dtype),
+                   torch.rand(var_shape, generator=g, dtype=dtype) + 0.1)
+    return x, (torch.randn(6, 3, generator=g, dtype=dtype),)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -635,9 +963,9 @@ def test_module_matches_torch_and_state_dict_round_trip(class_name, kwargs, kind
     for key, value in ours.state_dict().items():
         assert value.dtype == dtype and torch.equal(value, theirs.state_dict()[key])
     assert dict(ours.named_buffers()).keys() == dict(theirs.named_buffers()).keys()
-    x, target = module_data(kind, dtype)
+    x, rest = module_data(kind, dtype)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    la, lb = ours(a, target), theirs(b, target)
+    la, lb = ours(a, *rest), theirs(b, *rest)
     torch.testing.assert_close(la, lb, **TOL[dtype])
     la.sum().backward()
     lb.sum().backward()
@@ -649,8 +977,38 @@ def test_module_matches_torch_and_state_dict_round_trip(class_name, kwargs, kind
         for value in fresh.state_dict().values():
             value.mul_(7)
     fresh.load_state_dict(theirs.state_dict())
-    torch.testing.assert_close(fresh(x, target), lb.detach(), **TOL[dtype])
+    torch.testing.assert_close(fresh(x, *rest), lb.detach(), **TOL[dtype])
     theirs.load_state_dict(ours.state_dict())
+
+
+@pytest.mark.parametrize("class_name,kwargs", [
+    ("HingeLoss", dict()), ("HingeLoss", dict(margin=0.5, squared=True, reduction="sum")),
+    ("HingeLoss", dict(margin=2.0)), ("MSLELoss", dict(reduction="none")),
+    ("MSLELoss", dict()), ("LogCoshLoss", dict()), ("LogCoshLoss", dict(reduction="sum"))])
+def test_modules_without_torch_twin(class_name, kwargs):
+    """torch-style modules for hinge, MSLE, log-cosh: a torch.nn loss base, the
+    function's options as constructor arguments with its defaults."""
+    import inspect
+    cls = getattr(ft, class_name)
+    loss = next(entry for entry in ft._LOSSES if entry.module and entry.module[0] == class_name)
+    assert issubclass(cls, torch.nn.modules.loss._Loss)
+    params = inspect.signature(cls).parameters
+    func_params = inspect.signature(loss.function).parameters
+    assert list(params) == list(loss.module[1])
+    assert all(params[n].default == func_params[n].default for n in params)
+    module = cls(**kwargs)
+    assert module.reduction == kwargs.get("reduction", "mean") and module.state_dict() == {}
+    x, (y,) = module_data("sign", torch.float64)
+    if class_name == "MSLELoss":
+        x, y = x.abs(), y.abs()
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la = module(a, y)
+    lb = REFERENCE[loss.name](b, y, **kwargs)
+    torch.testing.assert_close(la, lb, **TOL[torch.float64])
+    la.sum().backward()
+    lb.sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, **TOL[torch.float64])
+    assert ft.fallback_counts() == {}
 
 
 # ------------------------------------------------------------------ training runs
@@ -788,8 +1146,42 @@ FAMILIES = {
 }
 
 
+def class_rows_losses(out, t):
+    w = torch.tensor([1.0, 2.0, 1.0, 0.5], dtype=out.dtype)
+    return (ft.nll_loss(out.log_softmax(1), t, weight=w, ignore_index=3)
+            + ft.multi_margin_loss(out, t, p=2, margin=0.5, weight=w, reduction="sum")
+            + ft.multilabel_soft_margin_loss(out, (t[:, None] == torch.arange(4)).to(out.dtype),
+                                             weight=w))
+
+
+def elementwise_losses(out, t):
+    """Every other elementwise loss on one output; t in [0, 1)."""
+    sign, bit, w = t.round() * 2 - 1, t.round(), t + 0.5
+    var = torch.nn.functional.softplus(out[:, 0]) + 0.1  # a differentiable var, (N,)
+    return (ft.binary_cross_entropy(out.sigmoid(), bit, weight=w)
+            + ft.soft_margin_loss(out, sign) + ft.hinge_loss(out, sign, squared=True)
+            + ft.sigmoid_focal_loss(out, bit, reduction="mean")
+            + ft.kl_div(out.log_softmax(1), t.softmax(1), reduction="batchmean")
+            + ft.l1_loss(out, t, weight=w) + ft.mse_loss(out, t, weight=w)
+            + ft.huber_loss(out, t, delta=0.5, weight=w)
+            + ft.smooth_l1_loss(out, t, beta=0.5) + ft.msle_loss(out, t)
+            + ft.log_cosh_loss(out, t) + ft.poisson_nll_loss(out, t.mul(4).round(), full=True)
+            + ft.gaussian_nll_loss(out[:, 1:], t[:, 1:], var, full=True)
+            + (ft.gaussian_nll_loss(out[:, 1:], t[:, 1:], var, reduction="none")
+               * t[:, 1:]).sum())
+
+
+FAMILIES["class_rows"] = (lambda: torch.nn.Linear(5, 4), class_rows_losses,
+                          lambda g: torch.randint(0, 4, (8,), generator=g))
+FAMILIES["elementwise"] = (lambda: torch.nn.Linear(5, 4), elementwise_losses,
+                           lambda g: torch.rand(8, 4, generator=g, dtype=torch.float64))
 FAMILY_OPS = {"cross_entropy": ["cross_entropy"], "bce": ["binary_cross_entropy_with_logits"],
-              "pointwise": ["mse_loss", "huber_loss"]}
+              "pointwise": ["mse_loss", "huber_loss"],
+              "class_rows": ["nll_loss", "multi_margin_loss", "multilabel_soft_margin_loss"],
+              "elementwise": ["binary_cross_entropy", "soft_margin_loss", "hinge_loss",
+                              "sigmoid_focal_loss", "kl_div", "l1_loss", "mse_loss",
+                              "huber_loss", "smooth_l1_loss", "msle_loss", "log_cosh_loss",
+                              "poisson_nll_loss", "gaussian_nll_loss"]}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -814,16 +1206,17 @@ def test_torch_compile_fullgraph_training_step_matches_eager(family):
 
 def test_torch_compile_fullgraph_through_a_fallback():
     x = f64(6, 3).requires_grad_()
-    y, w = f64(6, 3, seed=1), f64(6, 3, seed=2).abs()
+    y = f64(6, 3, seed=1).requires_grad_()  # a differentiable target: torch's loss
     torch._dynamo.reset()
     GRAPH_TARGETS.clear()
-    compiled = torch.compile(lambda x: ft.mse_loss(x, y, weight=w), fullgraph=True,
+    compiled = torch.compile(lambda x, y: ft.mse_loss(x, y), fullgraph=True,
                              backend=recording_inductor)
-    compiled(x).backward()
+    compiled(x, y).backward()
     assert not any(t.startswith("fastloss.") for t in GRAPH_TARGETS)  # torch's graph
-    ref = x.detach().clone().requires_grad_()
-    TORCH["mse_loss"](ref, y, weight=w).backward()
+    ref, ref_y = x.detach().clone().requires_grad_(), y.detach().clone().requires_grad_()
+    TORCH["mse_loss"](ref, ref_y).backward()
     torch.testing.assert_close(x.grad, ref.grad, rtol=1e-12, atol=0)
+    torch.testing.assert_close(y.grad, ref_y.grad, rtol=1e-12, atol=0)
 
 
 def test_fake_implementations_give_the_kernels_shapes():
@@ -831,12 +1224,17 @@ def test_fake_implementations_give_the_kernels_shapes():
     for loss in ft._LOSSES:
         for case in CASES[loss.name].values():
             tensors, options = case(torch.float32, gen())
+            defaults = {n: p.default for n, p in ft._signature(loss).parameters.items()}
+            numbers = [type(tensors.get(n)) is float for n in loss.numbers]
             for reduction in REDUCTIONS:
-                opts = {**{"ignore_index": -100, "label_smoothing": 0.0, "delta": 1.0},
-                        **options, "reduction": reduction}
-                args = [tensors.get(n) for n in loss.tensors] + \
-                    [opts[n] for n in loss.options] + [1]
-                real = loss.ops[True](*args)
+                opts = {**defaults, **options, "reduction": reduction}
+                args = [torch.tensor(t, dtype=torch.float64) if type(t) is float else t
+                        for t in (tensors.get(n) for n in loss.tensors)] + \
+                    [float(opts[n]) if kind is float else opts[n]
+                     for n, kind in loss.options.items()] + numbers + [1]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # kl_div's "mean", called as the op
+                    real = loss.ops[True](*args)
                 with FakeTensorMode(allow_non_fake_inputs=True) as mode:
                     fake = loss.ops[True](*[mode.from_tensor(a) if isinstance(a, torch.Tensor)
                                             else a for a in args])
@@ -957,3 +1355,49 @@ def test_readme_pytorch_example_runs():
     exec(compile(block, str(readme), "exec"), namespace)
     assert namespace["per_sample"].shape == (4,) and namespace["loss"].grad_fn is not None
     assert not ft.is_patched() and ft.fallback_counts() == {}
+
+
+# ------------------------------------------------------------------ per-loss details
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", list(CASES["kl_div"]))
+def test_kl_div_batchmean(case, dtype):
+    tensors, options = CASES["kl_div"][case](dtype, gen())
+    check_against_torch("kl_div", tensors, options, dtype, "batchmean")
+
+
+def test_kl_div_mean_warns_as_torch_once():
+    tensors, _ = CASES["kl_div"]["plain"](torch.float64, gen())
+    for func in (ft.kl_div, TORCH["kl_div"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            func(**tensors)
+        assert len(caught) == 1 and caught[0].filename == __file__  # the caller's line
+        message = str(caught[0].message)
+    assert message.startswith("reduction: 'mean' divides the total loss")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ft.kl_div(**tensors, reduction="batchmean")  # no warning
+
+
+def test_multi_margin_empty_batch_falls_back_to_torch():
+    x = torch.empty(0, 3, dtype=torch.float64)
+    t = torch.empty(0, dtype=torch.long)
+    assert ft.multi_margin_loss(x, t, reduction="none").shape == (0,)
+    assert ft.fallback_counts() == {("multi_margin_loss", "empty batch"): 1}
+
+
+def test_gaussian_var_gradient_reaches_a_broadcast_var_with_upstream():
+    """reduction="none" with a (N,) var: per-element upstream, var.grad summed over D."""
+    x, y = f64(6, 3), f64(6, 3, seed=1)
+    var = f64(6, seed=2).abs().add(0.1)
+    up = torch.rand(6, 3, generator=gen(7), dtype=torch.float64)
+    ours, grads = run(ft.gaussian_nll_loss, {"input": x, "target": y, "var": var}, {
+        "reduction": "none"}, ("input", "var"), up)
+    theirs, their_grads = run(TORCH["gaussian_nll_loss"], {"input": x, "target": y, "var": var},
+                              {"reduction": "none"}, ("input", "var"), up)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+    assert grads["var"].shape == (6,)
+    for name in grads:
+        torch.testing.assert_close(grads[name], their_grads[name], rtol=1e-12, atol=1e-14)
+    assert ft.fallback_counts() == {}

@@ -40,6 +40,26 @@ How a call runs:
   ``torch.get_num_threads()`` at call time, so ``torch.set_num_threads`` governs
   fastloss under this adapter as it governs torch; an explicit ``n_threads=`` wins.
 
+Per loss, as the table says:
+
+- Every loss of ``fastloss.functional`` is here. The fourteen with a
+  ``torch.nn.functional`` twin have its signature and are what ``patch()`` routes;
+  ``hinge_loss``, ``msle_loss``, ``log_cosh_loss`` (torch-style signatures) and
+  ``sigmoid_focal_loss`` (torchvision's, ``inputs``/``targets``) have none, and a call
+  they cannot serve raises TypeError instead of falling back.
+- ``gaussian_nll_loss`` differentiates ``input`` and a ``var`` tensor; a Python float
+  ``var`` is passed to fastloss as the float. With ``reduction="none"`` a homoscedastic
+  ``var`` is expanded to input's shape (a view), so its gradient takes the per-element
+  upstream gradient and autograd sums it back to var's shape.
+- ``kl_div(reduction="mean")`` warns with torch's own warning and runs as
+  ``"batchmean"`` on ``(numel, 1)`` views (the same mean, without fastloss's warning).
+- Falls back, beyond the rules above: ``multi_margin_loss`` in float16/bfloat16 (torch
+  raises) or of an empty batch (torch returns uninitialised memory); a target or a
+  ``weight=`` of mse/l1/huber that requires grad (torch differentiates them).
+- fastloss's documented differences from torch at NaN/inf-producing inputs (exact
+  limits at +-inf logits, ``0 * log 0 = 0``, a finite ``soft_margin_loss`` at huge
+  ``|x|``) apply to served calls: detecting them would cost a pass over the input.
+
 Adding a loss is one ``_Loss`` entry in ``_LOSSES`` (see its fields).
 """
 
@@ -50,6 +70,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -65,19 +86,46 @@ from torch.nn import _reduction
 from . import functional as _functional
 
 __all__ = [
+    "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "GaussianNLLLoss",
+    "HingeLoss",
     "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "LogCoshLoss",
     "MSELoss",
+    "MSLELoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss",
+    "NLLLoss",
+    "PoissonNLLLoss",
+    "SmoothL1Loss",
+    "SoftMarginLoss",
+    "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "fallback_counts",
+    "gaussian_nll_loss",
+    "hinge_loss",
     "huber_loss",
     "is_patched",
+    "kl_div",
+    "l1_loss",
+    "log_cosh_loss",
     "mse_loss",
+    "msle_loss",
+    "multi_margin_loss",
+    "multilabel_soft_margin_loss",
+    "nll_loss",
     "patch",
     "patched",
+    "poisson_nll_loss",
     "reset_fallback_counts",
+    "sigmoid_focal_loss",
+    "smooth_l1_loss",
+    "soft_margin_loss",
     "unpatch",
 ]
 
@@ -86,7 +134,6 @@ _log = logging.getLogger("fastloss.torch")
 _FLOAT = (torch.float32, torch.float64)
 # Computed in float32 and cast back, as torch's CPU kernels do.
 _HALF = (torch.float16, torch.bfloat16)
-_REDUCTIONS = ("none", "mean", "sum")
 # Schema types of the scalar options.
 _SCHEMA_TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 # torch's loss functions as they were when this module was imported: what every
@@ -114,7 +161,18 @@ class _Loss:
     - ``none_axis``: for ``reduction="none"``, the axis of input that one loss value
       spans (cross-entropy: the class axis), None when losses are per element.
     - ``signature``: for a loss without a torch twin, its torch-style signature.
-    - ``module``: ``(torch.nn class name, its attributes passed as keywords)``.
+    - ``module``: ``(torch.nn class name, its attributes passed as keywords)``; a class
+      name torch.nn lacks gets a ``torch.nn.modules.loss._Loss`` subclass whose
+      constructor takes those attributes with the function's defaults.
+    - ``reductions``: the reductions served (others fall back, or raise without a twin).
+    - ``half``: whether float16/bfloat16 inputs are served (computed in float32); False
+      where torch's CPU kernel refuses them, so the call gets torch's own error.
+    - ``numbers``: tensor arguments torch also takes as a Python float (gaussian's
+      ``var``): fastloss then gets the float, and its gradient is not computed.
+    - ``kernel_names``: the names in ``fastloss.functional`` of tensor arguments whose
+      torch names differ (torchvision's ``inputs``/``targets``).
+    - ``prepare``: ``prepare(args, reduction)`` before a served call: returns a reason to
+      fall back (None to serve), and may replace tensors and the reduction in ``args``.
     """
 
     name: str
@@ -128,6 +186,11 @@ class _Loss:
     none_axis: int | None = None
     signature: str | None = None
     module: tuple[str, tuple[str, ...]] | None = None
+    reductions: tuple[str, ...] = ("none", "mean", "sum")
+    half: bool = True
+    numbers: tuple[str, ...] = ()
+    kernel_names: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[dict[str, Any], str], str | None] | None = None
     # Filled in at import: the custom ops (by with_grad), their eager twins, the function.
     positions: tuple[int, ...] = field(default=(), repr=False)  # of differentiable in tensors
     ops: dict[bool, Any] = field(default_factory=dict, repr=False)
@@ -137,21 +200,115 @@ class _Loss:
     module_class: type | None = field(default=None, repr=False)
 
 
+def _kl_div_mean(args: dict[str, Any], reduction: str) -> None:
+    """kl_div's reduction="mean" warns with torch's own warning, attributed to the
+    caller as torch's is, and is served as "batchmean" of (numel, 1) views of input and
+    target: the same sum over the element count, without fastloss.functional's own
+    (differently worded) warning."""
+    if reduction != "mean":
+        return None
+    if args["size_average"] is None and args["reduce"] is None:
+        warnings.warn(
+            "reduction: 'mean' divides the total loss by both the batch size and the support "
+            "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+            "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+            "major release.", stacklevel=4)
+    args["input"] = args["input"].reshape(-1, 1)
+    args["target"] = args["target"].reshape(-1, 1)
+    args["reduction"] = "batchmean"
+    return None
+
+
+def _multi_margin_empty(args: dict[str, Any], reduction: str) -> str | None:
+    """torch returns uninitialised memory for an empty batch (fastloss: NaN mean, zero
+    sum); the patched call must give torch's result, whatever it is."""
+    x = args["input"]
+    return "empty batch" if x.dim() == 2 and x.shape[0] == 0 else None
+
+
+def _gaussian_var(args: dict[str, Any], reduction: str) -> str | None:
+    """For ``reduction="none"``, a var of fewer elements than input (torch's homoscedastic
+    shapes) is expanded to input's shape as a view: fastloss's per-element gradient of
+    var then takes the per-element upstream gradient, and autograd's backward of the
+    expand sums it to var's shape."""
+    x, var = args["input"], args["var"]
+    if reduction != "none" or not isinstance(var, torch.Tensor) or var.shape == x.shape:
+        return None
+    if var.shape == x.shape[:-1]:
+        args["var"] = var.unsqueeze(-1).expand(x.shape)
+    elif var.dim() == x.dim() and [d for d in range(x.dim()) if var.shape[d] != x.shape[d]] \
+            and all(var.shape[d] == 1 for d in range(x.dim()) if var.shape[d] != x.shape[d]) \
+            and sum(var.shape[d] for d in range(x.dim()) if var.shape[d] != x.shape[d]) == 1:
+        args["var"] = var.expand(x.shape)
+    return None  # any other shape: fastloss rejects it and torch raises its own error
+
+
+_ELEMENTWISE = ("input", "target")
 _LOSSES = [
     _Loss("cross_entropy", tensors=("input", "target", "weight"), differentiable=("input",),
           options={"ignore_index": int, "reduction": str, "label_smoothing": float},
           index_tensors=("target",), none_axis=1,
           module=("CrossEntropyLoss", ("weight", "ignore_index", "reduction",
                                        "label_smoothing"))),
+    _Loss("nll_loss", tensors=("input", "target", "weight"), differentiable=("input",),
+          options={"ignore_index": int, "reduction": str}, index_tensors=("target",),
+          none_axis=1, module=("NLLLoss", ("weight", "ignore_index", "reduction"))),
+    _Loss("multi_margin_loss", tensors=("input", "target", "weight"), differentiable=("input",),
+          options={"p": int, "margin": float, "reduction": str}, index_tensors=("target",),
+          none_axis=1, half=False, prepare=_multi_margin_empty,
+          module=("MultiMarginLoss", ("p", "margin", "weight", "reduction"))),
+    _Loss("multilabel_soft_margin_loss", tensors=("input", "target", "weight"),
+          differentiable=("input",), options={"reduction": str}, same_shape=("target",),
+          none_axis=-1, module=("MultiLabelSoftMarginLoss", ("weight", "reduction"))),
     _Loss("binary_cross_entropy_with_logits", tensors=("input", "target", "weight", "pos_weight"),
           differentiable=("input",), options={"reduction": str},
           module=("BCEWithLogitsLoss", ("weight", "reduction", "pos_weight"))),
-    _Loss("mse_loss", tensors=("input", "target"), differentiable=("input",),
-          options={"reduction": str}, unsupported=("weight",), same_shape=("target",),
+    _Loss("binary_cross_entropy", tensors=("input", "target", "weight"),
+          differentiable=("input",), options={"reduction": str}, same_shape=("target",),
+          module=("BCELoss", ("weight", "reduction"))),
+    _Loss("soft_margin_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"reduction": str}, same_shape=("target",),
+          module=("SoftMarginLoss", ("reduction",))),
+    _Loss("hinge_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"margin": float, "squared": bool, "reduction": str}, same_shape=("target",),
+          twin=False, signature="(input, target, margin=1.0, squared=False, reduction='mean')",
+          module=("HingeLoss", ("margin", "squared", "reduction"))),
+    _Loss("sigmoid_focal_loss", tensors=("inputs", "targets"), differentiable=("inputs",),
+          options={"alpha": float, "gamma": float, "reduction": str}, same_shape=("targets",),
+          twin=False, signature="(inputs, targets, alpha=0.25, gamma=2, reduction='none')",
+          kernel_names={"inputs": "input", "targets": "target"}),
+    _Loss("kl_div", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"reduction": str, "log_target": bool}, same_shape=("target",),
+          reductions=("none", "mean", "sum", "batchmean"), prepare=_kl_div_mean,
+          module=("KLDivLoss", ("reduction", "log_target"))),
+    _Loss("mse_loss", tensors=("input", "target", "weight"), differentiable=("input",),
+          options={"reduction": str}, same_shape=("target", "weight"),
           module=("MSELoss", ("reduction",))),
-    _Loss("huber_loss", tensors=("input", "target"), differentiable=("input",),
-          options={"reduction": str, "delta": float}, unsupported=("weight",),
-          same_shape=("target",), module=("HuberLoss", ("reduction", "delta"))),
+    _Loss("l1_loss", tensors=("input", "target", "weight"), differentiable=("input",),
+          options={"reduction": str}, same_shape=("target", "weight"),
+          module=("L1Loss", ("reduction",))),
+    _Loss("huber_loss", tensors=("input", "target", "weight"), differentiable=("input",),
+          options={"reduction": str, "delta": float}, same_shape=("target", "weight"),
+          module=("HuberLoss", ("reduction", "delta"))),
+    _Loss("smooth_l1_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"reduction": str, "beta": float}, same_shape=("target",),
+          module=("SmoothL1Loss", ("reduction", "beta"))),
+    _Loss("msle_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"reduction": str}, same_shape=("target",), twin=False,
+          signature="(input, target, reduction='mean')", module=("MSLELoss", ("reduction",))),
+    _Loss("log_cosh_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"reduction": str}, same_shape=("target",), twin=False,
+          signature="(input, target, reduction='mean')",
+          module=("LogCoshLoss", ("reduction",))),
+    _Loss("poisson_nll_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"log_input": bool, "full": bool, "eps": float, "reduction": str},
+          same_shape=("target",),
+          module=("PoissonNLLLoss", ("log_input", "full", "eps", "reduction"))),
+    _Loss("gaussian_nll_loss", tensors=("input", "target", "var"),
+          differentiable=("input", "var"),
+          options={"full": bool, "eps": float, "reduction": str}, same_shape=("target",),
+          numbers=("var",), prepare=_gaussian_var,
+          module=("GaussianNLLLoss", ("full", "eps", "reduction"))),
 ]
 
 
@@ -188,24 +345,35 @@ def _drop_axis(shape: torch.Size, axis: int | None) -> tuple[int, ...]:
 
 def _kernel(loss: _Loss, with_grad: bool) -> Callable:
     """The CPU implementation of ``fastloss::<name>`` (``_with_grad``): op arguments are
-    the tensors, then the options, then n_threads (0: torch.get_num_threads())."""
+    the tensors, then the options, then one flag per ``numbers`` argument (True: that
+    tensor is a 0-d float64 stand-in for a Python float), then n_threads
+    (0: torch.get_num_threads())."""
     func_name = loss.name + ("_with_grad" if with_grad else "")
     count = len(loss.tensors)
+    n_options = len(loss.options)
     positions = loss.positions
+    names = [loss.kernel_names.get(name, name) for name in loss.tensors]
+    numbers = [loss.tensors.index(name) for name in loss.numbers]
 
     def run(*args):
-        tensors, options, n_threads = args[:count], args[count:-1], args[-1]
+        tensors, n_threads = args[:count], args[-1]
+        options, flags = args[count:count + n_options], args[count + n_options:-1]
         dtype = tensors[0].dtype
         compute = torch.float32 if dtype in _HALF else None
-        arrays = {name: _array(t, compute) for name, t in zip(loss.tensors, tensors)}
+        arrays = {name: _array(t, compute) for name, t in zip(names, tensors)}
+        for i, is_number in zip(numbers, flags):
+            if is_number:
+                arrays[names[i]] = tensors[i].item()
         kwargs = dict(zip(loss.options, options))
         func = getattr(_functional, func_name)  # looked up per call, so tests can spy on it
         result = func(**arrays, **kwargs, n_threads=n_threads or torch.get_num_threads())
         if not with_grad:
             return _tensor(result, dtype)
         value, *grads = result
+        # (a float stand-in has no gradient: a 0-d zero, as the fake implementation says)
         return (_tensor(value, dtype),
-                *(_tensor(g, tensors[i].dtype) for g, i in zip(grads, positions)))
+                *(_tensor(g, tensors[i].dtype) if g is not None else tensors[i].new_zeros(())
+                  for g, i in zip(grads, positions)))
 
     return run
 
@@ -237,7 +405,7 @@ _DOUBLE_BACKWARD = (
 def _autograd(loss: _Loss) -> tuple[Callable, Callable, Callable]:
     """setup_context and backward of ``fastloss::<name>_with_grad``, and the backward
     of its eager twin (see _eager_function)."""
-    n_args = len(loss.tensors) + len(loss.options) + 1
+    n_args = len(loss.tensors) + len(loss.options) + len(loss.numbers) + 1
     positions = loss.positions
     axis = loss.none_axis
     message = _DOUBLE_BACKWARD.format(name=loss.name)
@@ -314,6 +482,7 @@ def _build(loss: _Loss) -> None:
     """Register ``fastloss::<name>`` and ``fastloss::<name>_with_grad``."""
     params = [f"Tensor{'?' if _optional(loss, name) else ''} {name}" for name in loss.tensors]
     params += [f"{_SCHEMA_TYPES[kind]} {name}" for name, kind in loss.options.items()]
+    params += [f"bool {name}_is_number" for name in loss.numbers]
     params.append("int n_threads")
     grads = ", ".join(["Tensor"] * (1 + len(loss.differentiable)))
     for with_grad in (False, True):
@@ -387,10 +556,10 @@ def _unservable(loss: _Loss, tensors: tuple, options: tuple, grad_mode: bool) ->
     if not isinstance(x, torch.Tensor):
         return "input is not a tensor"
     dtype = x.dtype
-    if dtype not in _FLOAT and dtype not in _HALF:
+    if dtype not in _FLOAT and (dtype not in _HALF or not loss.half):
         return f"input dtype {dtype}"
     for name, t in zip(loss.tensors, tensors):
-        if t is None:
+        if t is None or (type(t) is float and name in loss.numbers):
             continue
         if not isinstance(t, torch.Tensor):
             return f"{name} is not a tensor"
@@ -408,7 +577,7 @@ def _unservable(loss: _Loss, tensors: tuple, options: tuple, grad_mode: bool) ->
         if type(value) is not kind and not (kind is float and type(value) is int):
             return f"{name} of type {type(value).__name__}"
     reduction = options[list(loss.options).index("reduction")]
-    if reduction not in _REDUCTIONS:
+    if reduction not in loss.reductions:
         return f"reduction {reduction!r}"
     return None
 
@@ -426,17 +595,30 @@ def _run(loss: _Loss, args: dict[str, Any]) -> torch.Tensor:
     options = tuple(reduction if name == "reduction" else args[name] for name in loss.options)
     grad_mode = torch.is_grad_enabled()
     reason = _unservable(loss, tensors, options, grad_mode)
+    if reason is None and loss.prepare is not None:
+        # prepare may replace tensors and the reduction; a fallback gets the caller's
+        served = dict(args, reduction=reduction)
+        reason = loss.prepare(served, reduction)
+        tensors = tuple(served[name] for name in loss.tensors)
+        options = tuple(served[name] for name in loss.options)
     if reason is not None:
         return _fallback(loss, reason, args)
     if legacy:  # torch's own deprecation warning
         _reduction.legacy_get_string(args["size_average"], args["reduce"])
+    # int values of float options as floats (the op's schema takes a float)
+    options = tuple(float(v) if kind is float else v
+                    for v, kind in zip(options, loss.options.values()))
+    flags = tuple(type(args[name]) is float for name in loss.numbers)
+    if any(flags):  # a Python float var: a 0-d float64 stand-in, read back as the float
+        tensors = tuple(torch.tensor(t, dtype=torch.float64) if type(t) is float else t
+                        for t in tensors)
     n_threads = args["n_threads"]
     if n_threads is None:
         n_threads = 0
     elif type(n_threads) is not int or n_threads < 1:
         raise ValueError(f"n_threads: expected a positive integer or None, got {n_threads!r}")
     with_grad = grad_mode and any(tensors[i].requires_grad for i in loss.positions)
-    op_args = (*tensors, *options, n_threads)
+    op_args = (*tensors, *options, *flags, n_threads)
     try:
         if torch.compiler.is_compiling():
             result = loss.ops[with_grad](*op_args)
@@ -490,17 +672,42 @@ def _docstring(loss: _Loss) -> str:
 
 def _module(loss: _Loss) -> type:
     """A subclass of the torch.nn loss class (same constructor, buffers, state_dict)
-    whose forward calls the fastloss.torch function."""
+    whose forward calls the fastloss.torch function; for a loss torch.nn lacks, a
+    subclass of ``torch.nn.modules.loss._Loss`` whose constructor takes the module's
+    attributes with the function's defaults."""
     class_name, attributes = loss.module  # type: ignore[misc]
-    base = getattr(torch.nn, class_name)
+    base = getattr(torch.nn, class_name, None)
     func = loss.function
 
     def forward(self, *tensors):
         return func(*tensors, **{name: getattr(self, name) for name in attributes})
 
-    return type(class_name, (base,), {
-        "forward": forward, "__module__": __name__,
-        "__doc__": f"``torch.nn.{class_name}`` computed by :func:`{loss.name}` (fastloss)."})
+    namespace = {"forward": forward, "__module__": __name__}
+    if base is None:
+        base = torch.nn.modules.loss._Loss
+        namespace["__init__"] = _module_init(loss)
+        namespace["__doc__"] = (f"A torch.nn loss module computed by :func:`{loss.name}` "
+                                f"(fastloss): ``{class_name}({', '.join(attributes)})``.")
+    else:
+        namespace["__doc__"] = (f"``torch.nn.{class_name}`` computed by :func:`{loss.name}` "
+                                "(fastloss).")
+    return type(class_name, (base,), namespace)
+
+
+def _module_init(loss: _Loss) -> Callable:
+    """The constructor of a module torch.nn lacks: its attributes, with the function's
+    defaults, by keyword or in that order (generated as source, like the functions)."""
+    class_name, attributes = loss.module  # type: ignore[misc]
+    defaults = _signature(loss).parameters
+    params = ", ".join(f"{name}={defaults[name].default!r}" for name in attributes)
+    sets = "".join(f"    self.{name} = {name}\n" for name in attributes if name != "reduction")
+    source = (f"def __init__(self, {params}):\n"
+              f"    _Base.__init__(self, reduction=reduction)\n{sets}")
+    namespace: dict[str, Any] = {"_Base": torch.nn.modules.loss._Loss}
+    exec(source, namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{class_name}.__init__"
+    return init
 
 
 # --------------------------------------------------------------------- patch
@@ -566,13 +773,40 @@ def _register(loss: _Loss) -> None:
 # The public names the table defines, declared for type checkers and __all__
 # (tests/test_torch_adapter.py checks that they match the table).
 cross_entropy: Callable[..., torch.Tensor]
+nll_loss: Callable[..., torch.Tensor]
+multi_margin_loss: Callable[..., torch.Tensor]
+multilabel_soft_margin_loss: Callable[..., torch.Tensor]
 binary_cross_entropy_with_logits: Callable[..., torch.Tensor]
+binary_cross_entropy: Callable[..., torch.Tensor]
+soft_margin_loss: Callable[..., torch.Tensor]
+hinge_loss: Callable[..., torch.Tensor]
+sigmoid_focal_loss: Callable[..., torch.Tensor]
+kl_div: Callable[..., torch.Tensor]
 mse_loss: Callable[..., torch.Tensor]
+l1_loss: Callable[..., torch.Tensor]
 huber_loss: Callable[..., torch.Tensor]
+smooth_l1_loss: Callable[..., torch.Tensor]
+msle_loss: Callable[..., torch.Tensor]
+log_cosh_loss: Callable[..., torch.Tensor]
+poisson_nll_loss: Callable[..., torch.Tensor]
+gaussian_nll_loss: Callable[..., torch.Tensor]
 CrossEntropyLoss: type[torch.nn.CrossEntropyLoss]
+NLLLoss: type[torch.nn.NLLLoss]
+MultiMarginLoss: type[torch.nn.MultiMarginLoss]
+MultiLabelSoftMarginLoss: type[torch.nn.MultiLabelSoftMarginLoss]
 BCEWithLogitsLoss: type[torch.nn.BCEWithLogitsLoss]
+BCELoss: type[torch.nn.BCELoss]
+SoftMarginLoss: type[torch.nn.SoftMarginLoss]
+HingeLoss: type[torch.nn.modules.loss._Loss]
+KLDivLoss: type[torch.nn.KLDivLoss]
 MSELoss: type[torch.nn.MSELoss]
+L1Loss: type[torch.nn.L1Loss]
 HuberLoss: type[torch.nn.HuberLoss]
+SmoothL1Loss: type[torch.nn.SmoothL1Loss]
+MSLELoss: type[torch.nn.modules.loss._Loss]
+LogCoshLoss: type[torch.nn.modules.loss._Loss]
+PoissonNLLLoss: type[torch.nn.PoissonNLLLoss]
+GaussianNLLLoss: type[torch.nn.GaussianNLLLoss]
 
 for _entry in _LOSSES:
     _register(_entry)

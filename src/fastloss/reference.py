@@ -660,7 +660,8 @@ def multi_margin_loss_with_grad(
     rows = np.arange(N)
     other = np.arange(C)[np.newaxis, :] != y[:, np.newaxis]  # j != y_i
     z = margin - x[rows, y][:, np.newaxis] + x
-    hinge = np.where(other, np.maximum(z, 0.0), 0.0)
+    # torch's kernel adds a term only where z > 0, so a NaN margin adds nothing.
+    hinge = np.where(other & (z > 0.0), z, 0.0)
     scale = (w[y] / C)[:, np.newaxis]
     per_row = np.sum(scale * (hinge if p == 1 else hinge**2), axis=1)
     d_other = scale * (np.where(hinge > 0.0, 1.0, 0.0) if p == 1 else 2.0 * hinge)

@@ -12,7 +12,9 @@ cdef enum:
     # 15 float32 or 7 float64 logits) are worked with the rows as SIMD lanes.
     # Measured against the row-by-row kernel at 65536 rows: 1.6-2.2x faster
     # (float32, C = 2..15), 2.0x (float64, C = 2), even at float64 C = 8 and
-    # 16% slower above.
+    # 16% slower above. The same rule holds on AVX2 (32-byte registers): at
+    # 65536 x 10 float32 the row-by-row kernel ran as many instructions under
+    # callgrind (35.9M against 35.4M for two calls) and was no faster.
     NARROW_ROW_BYTES = 64
     # Elements of padding per column of the narrow kernel.
     NARROW_PAD = 16
@@ -154,36 +156,41 @@ cdef void wide_rows(
     cdef floating* g
     cdef floating row_max
     cdef double keep = 1 - smoothing, uniform = smoothing / C
-
-    # Shift by the row maximum and take from the shifted logits what the loss
-    # needs, before they are turned into exponentials.
+    # Soft targets and label smoothing take sums of the shifted logits d = x - max(x),
+    # so those are written to `work` first (x may be the very buffer they overwrite),
+    # and so are rows shorter than LANES, whose exponentials are then taken over the
+    # whole block at once, to fill SIMD registers. Other rows take exp(x - max)
+    # straight from the logits: one pass over the row fewer.
+    cdef bint shift_in_exp = C >= LANES and probs == NULL and smoothing == 0
     for r in range(n_rows):
         row = row_start + r
         x = logits + row * C
         g = work + r * C
         row_max = max_lanes(x, C)
-        for j in range(C):
-            g[j] = x[j] - row_max
+        if not shift_in_exp:
+            for j in range(C):
+                g[j] = x[j] - row_max
         start_row(rows, r, grad_scale_rows[row] if grad_scale_rows != NULL else grad_scale)
         if probs != NULL:
             soft_target_sums(probs + row * C, weight, g, C, smoothing,
                              &rows.rest_dot[r], &rows.rest_mass[r])
-            # The argmax, found in d (x may be the buffer just overwritten): d == 0
-            # exactly where x == max.
+            # The argmax, found in d: d == 0 exactly where x == max.
             for j in range(C):
                 if g[j] == 0:
                     rows.pivot[r] = j
                     break
         elif index_target_row(rows, r, target[row], ignore_index, weight, keep,
                               uniform * weight_total):
-            rows.d_target[r] = g[rows.pivot[r]]
+            rows.d_target[r] = x[rows.pivot[r]] - row_max if shift_in_exp else g[rows.pivot[r]]
             if smoothing != 0:
                 rows.rest_dot[r] = uniform * (dot_lanes(weight, g, C) if weight != NULL
                                               else sum_lanes(g, C))
-    # Exponentials of the whole block at once, so that short rows fill SIMD
-    # registers too.
-    for j in range(n_rows * C):
-        work[j] = exp_nonpos(work[j])
+        if shift_in_exp:
+            for j in range(C):
+                g[j] = exp_nonpos(x[j] - row_max)
+    if not shift_in_exp:
+        for j in range(n_rows * C):
+            work[j] = exp_nonpos(work[j])
     for r in range(n_rows):
         g = work + r * C
         rows.e_target[r] = g[rows.pivot[r]] if rows.pivot[r] >= 0 else 0
@@ -255,7 +262,7 @@ cdef void wide_hessian(const BlockRows* rows, Py_ssize_t C, Py_ssize_t n_rows,
     e_c (s - e_c) / s^2, where s - e_c >= 1 for c != k, and rest / s^2 at k, so a
     confident row (p_k -> 1) keeps the digits of 1 - p_k = rest / s. Scaled and
     floored as `spec` says."""
-    cdef Py_ssize_t r, j, k
+    cdef Py_ssize_t r, j, k, found, last = C - 1
     cdef const floating* e
     cdef floating* h
     cdef floating a, s, floor = <floating>spec.floor
@@ -267,9 +274,12 @@ cdef void wide_hessian(const BlockRows* rows, Py_ssize_t C, Py_ssize_t n_rows,
             for j in range(C):
                 h[j] = floor
             continue
-        k = 0
-        while k < C - 1 and e[k] != 1:
-            k += 1
+        # The first class whose e is 1 (the last one if none is), as a minimum
+        # over the row: a search loop that stops there stays scalar.
+        k = last
+        for j in range(C):
+            found = j if e[j] == 1 else last
+            k = found if found < k else k
         rest = sum_lanes_except(e, C, k)
         a = <floating>hessian_factor(rows, r, rest, spec.factor)
         s = <floating>(1 + rest)
@@ -282,14 +292,18 @@ cdef void narrow_hessian(const BlockRows* rows, Py_ssize_t C, Py_ssize_t n_rows,
                          Py_ssize_t stride, const floating* e, floating* hess,
                          const Hessian* spec) noexcept nogil:
     """wide_hessian for narrow_rows' exponentials (class c of row r at
-    e[c * stride + r]), across the rows as lanes, written in the rows' layout."""
+    e[c * stride + r]), across the rows as lanes, then written in the rows' layout
+    (one transposition, as narrow_gradient's)."""
     cdef Py_ssize_t n = n_rows, r, c
     cdef Py_ssize_t k[CE_MAX_BLOCK_ROWS]
     cdef double rest[CE_MAX_BLOCK_ROWS]
     cdef floating a[CE_MAX_BLOCK_ROWS]
     cdef floating s[CE_MAX_BLOCK_ROWS]
+    cdef floating at_max[CE_MAX_BLOCK_ROWS]
+    cdef floating h_columns[(CE_MAX_BLOCK_ROWS + NARROW_PAD) * 16]
     cdef const floating* col
-    cdef floating v, floor = <floating>spec.floor
+    cdef floating* h
+    cdef floating v, h_other, h_class, floor = <floating>spec.floor
     cdef double zero = 0
     for r in range(n):
         k[r] = -1
@@ -305,11 +319,18 @@ cdef void narrow_hessian(const BlockRows* rows, Py_ssize_t C, Py_ssize_t n_rows,
     for r in range(n):
         a[r] = <floating>hessian_factor(rows, r, rest[r], spec.factor)
         s[r] = <floating>(1 + rest[r])
-    for r in range(n):
-        for c in range(C):
-            v = e[c * stride + r]
-            hess[r * C + c] = (floor if rows.kept[r] == 0 else floored(
-                <floating>(a[r] * rest[r]) if c == k[r] else a[r] * v * (s[r] - v), floor))
+        at_max[r] = <floating>(a[r] * rest[r])
+    for c in range(C):
+        col = e + c * stride
+        h = h_columns + c * stride
+        for r in range(n):
+            v = col[r]
+            h_other = a[r] * v * (s[r] - v)
+            h_class = at_max[r] if c == k[r] else h_other
+            h_class = floored(h_class, floor)
+            # An ignored row is the floor even where its logits are NaN.
+            h[r] = floor if rows.kept[r] == 0 else h_class
+    to_rows(h_columns, n, C, stride, hess)
 
 
 cdef void narrow_rows(

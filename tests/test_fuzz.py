@@ -1185,3 +1185,86 @@ def test_ce_zero_class_weights_with_label_smoothing(simd_path, C):
         rtol = 1e-12 if dtype == np.float64 else 1e-5
         np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"{simd_path} C={C} {dtype}")
         np.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=rtol * 1e-3)
+
+
+# ------------------------------------------------------------------ gradient boosting
+# Every elementwise *_grad_hess under every convention, on drawn sizes (across the
+# kernels' block boundaries), dtypes, values and sample weights: the kernel's one
+# pass against the reference, out= identical to a fresh result, inputs unchanged.
+
+GRAD_HESS_ELEMENTWISE = {
+    # name -> (input kind, target kind, options)
+    "binary_cross_entropy_with_logits": ("margin", "01", {}),
+    "sigmoid_focal_loss": ("margin", "01", {}),
+    "soft_margin_loss": ("margin", "sign", {}),
+    "hinge_loss": ("margin", "sign", {"squared": True}),
+    "mse_loss": ("margin", "real", {}),
+    "huber_loss": ("margin", "real", {"delta": 1.5}),
+    "log_cosh_loss": ("margin", "real", {}),
+    "poisson_nll_loss": ("small", "count", {}),
+    "msle_loss": ("positive", "positive", {}),
+    "binary_cross_entropy": ("probability", "01", {}),
+    "kl_div": ("log_probability", "probability", {}),
+}
+
+
+def _grad_hess_operand(data, kind, n, dtype, label):
+    bound = {"margin": 30.0, "real": 30.0, "small": 5.0, "positive": 50.0, "count": 20.0,
+             "probability": 1.0, "log_probability": 1.0, "01": 1.0, "sign": 1.0}[kind]
+    v = np.array(data.draw(st.lists(st.floats(-bound, bound, allow_nan=False), min_size=n,
+                                    max_size=n), label=label), np.float64)
+    if kind in ("positive", "count"):
+        v = np.abs(v)
+    if kind == "count":
+        v = np.floor(v)
+    if kind == "probability":
+        v = 0.02 + 0.96 * np.abs(v)
+    if kind == "log_probability":
+        v = np.log(0.02 + 0.96 * np.abs(v))
+    if kind == "01":
+        v = (v > 0).astype(np.float64)
+    if kind == "sign":
+        v = np.where(v > 0, 1.0, -1.0)
+    return v.astype(dtype)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_grad_hess(data):
+    name = data.draw(st.sampled_from(sorted(GRAD_HESS_ELEMENTWISE)), label="loss")
+    x_kind, t_kind, options = GRAD_HESS_ELEMENTWISE[name]
+    dtype = np.dtype(data.draw(st.sampled_from([np.float32, np.float64]), label="dtype"))
+    n = data.draw(st.sampled_from([0, 1, 15, 17, 1023, 1025, 2100]), label="n")
+    hessian = data.draw(st.sampled_from(["exact", "xgboost", "lightgbm"]), label="hessian")
+    x = _grad_hess_operand(data, x_kind, n, dtype, "input")
+    y = _grad_hess_operand(data, t_kind, n, dtype, "target")
+    sw = None
+    if data.draw(st.booleans(), label="sample_weight"):
+        sw = np.abs(_grad_hess_operand(data, "real", n, np.float64, "sample_weight")) / 10
+    x0, y0 = x.copy(), y.copy()
+    fast = getattr(fl, name + "_grad_hess")
+    loss, grad, hess = fast(x, y, **options, sample_weight=sw, hessian=hessian)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+    assert grad.dtype == hess.dtype == dtype and grad.shape == hess.shape == x.shape
+    r_loss, r_grad, r_hess = getattr(ref, name + "_grad_hess")(x, y, **options, sample_weight=sw,
+                                                              hessian=hessian)
+    rtol = RTOL[dtype] * 10
+    # A loss term can cancel (kl_div's p (log p - x) at x = log p): its rounding is
+    # relative to the size of its parts, not of the result.
+    w = np.ones(n) if sw is None else sw
+    parts = float(np.sum(w * (1 + np.abs(x.astype(np.float64)) + np.abs(y.astype(np.float64)))))
+    np.testing.assert_allclose(float(loss), float(r_loss), rtol=rtol, atol=rtol * parts)
+    for actual, expected in ((grad, r_grad), (hess, r_hess)):
+        expected = np.asarray(expected, np.float64)
+        scale = np.max(np.abs(expected)) if expected.size else 1.0
+        np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol,
+                                   atol=rtol * scale + np.finfo(dtype).tiny)
+    if hessian != "exact" and n:
+        assert np.all(hess >= 0) if sw is not None else np.all(hess > 0)
+    out = (np.empty_like(x), np.empty_like(x))
+    again = fast(x, y, **options, sample_weight=sw, hessian=hessian, out=out)
+    assert again[1] is out[0] and again[2] is out[1]
+    np.testing.assert_array_equal(out[0], grad)
+    np.testing.assert_array_equal(out[1], hess)
+    assert again[0] == loss

@@ -44,6 +44,12 @@ def _cases():
         "poisson_nll_loss-rate": (np.abs(x) + 0.1, RNG.poisson(2.0, N).astype(np.float64),
                                   {"log_input": False}),
         "gaussian_nll_loss": (x, _regression_target(x), {"var": np.abs(x) + 0.5}),
+        # probabilities away from 0 and 1, where torch's 1e-12 floor of the slope is idle
+        "binary_cross_entropy": (0.02 + 0.96 * RNG.random(N), y01,
+                                 {"weight": 0.5 + RNG.random(N)}),
+        "kl_div": (np.log(0.01 + RNG.random(N)), RNG.random(N), {}),
+        "kl_div-log_target": (np.log(0.01 + RNG.random(N)), np.log(0.01 + RNG.random(N)),
+                              {"log_target": True}),
     }
 
 
@@ -147,6 +153,58 @@ def test_huber_lightgbm_hessian_is_the_weight():
     np.testing.assert_allclose(grad, sw * np.clip(x - y, -1.5, 1.5), rtol=1e-15)
     _, _, exact = F.huber_loss_grad_hess(x, y, delta=1.5, sample_weight=sw)
     np.testing.assert_array_equal(exact, np.where(np.abs(x - y) <= 1.5, sw, 0))
+
+
+
+def test_kl_div_booster_hessian_is_the_weight():
+    """KL divergence is linear in the log-probability input: exact hessian 0, boosters' w."""
+    x, y, _ = CASES["kl_div"]
+    sw = RNG.random(N)
+    _, grad, hess = F.kl_div_grad_hess(x, y, sample_weight=sw)
+    np.testing.assert_array_equal(hess, np.zeros(N))
+    np.testing.assert_allclose(grad, -sw * y, rtol=1e-15)
+    for hessian in ("xgboost", "lightgbm"):
+        np.testing.assert_array_equal(F.kl_div_grad_hess(x, y, sample_weight=sw,
+                                                         hessian=hessian)[2], sw)
+
+
+@pytest.mark.parametrize("hessian", HESSIANS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(300, 7), (7,)])
+def test_multilabel_soft_margin_grad_hess(simd_path, shape, dtype, hessian):
+    """Per sample the mean over classes of BCE with logits: against the reference, the
+    summed forward loss, and 4th-order differences of the gradient."""
+    x = (RNG.standard_normal(shape) * 3).astype(dtype)
+    y = (RNG.random(shape) < 0.4).astype(dtype)
+    w = 0.5 + RNG.random(shape[-1])
+    sw = RNG.random(shape[0] if len(shape) == 2 else 1) * 2
+    loss, grad, hess = F.multilabel_soft_margin_loss_grad_hess(x, y, weight=w, sample_weight=sw,
+                                                               hessian=hessian)
+    r_loss, r_grad, r_hess = R.multilabel_soft_margin_loss_grad_hess(
+        x, y, weight=w, sample_weight=sw, hessian=hessian)
+    assert grad.shape == hess.shape == shape and grad.dtype == hess.dtype == dtype
+    _assert_close(loss, r_loss, dtype)
+    _assert_close(grad, r_grad, dtype)
+    _assert_close(hess, r_hess, dtype)
+    per_sample = F.multilabel_soft_margin_loss(x.astype(np.float64), y.astype(np.float64),
+                                               weight=w, reduction="none")
+    assert float(loss) == pytest.approx(float(np.sum(sw * per_sample)),
+                                        rel=2e-5 if dtype == np.float32 else 1e-12)
+    if dtype == np.float64 and hessian == "exact":
+        h = 1e-4 * np.maximum(1.0, np.abs(x))
+
+        def grad_at(z):
+            return F.multilabel_soft_margin_loss_grad_hess(z, y, weight=w, sample_weight=sw)[1]
+
+        numeric = (-grad_at(x + 2 * h) + 8 * grad_at(x + h) - 8 * grad_at(x - h)
+                   + grad_at(x - 2 * h)) / (12 * h)
+        np.testing.assert_allclose(hess, numeric, rtol=1e-6, atol=1e-9)
+    out = (np.empty(shape, dtype), np.empty(shape, dtype))
+    result = F.multilabel_soft_margin_loss_grad_hess(x, y, weight=w, sample_weight=sw,
+                                                     hessian=hessian, out=out)
+    assert result[1] is out[0] and result[2] is out[1]
+    np.testing.assert_array_equal(out[0], grad)
+    np.testing.assert_array_equal(out[1], hess)
 
 
 # ------------------------------------------------------------------ cross-entropy

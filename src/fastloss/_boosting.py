@@ -15,7 +15,7 @@ MULTICLASS = ("cross_entropy",)
 #: Losses of one logit per sample and 0/1 labels; soft_margin and hinge take
 #: labels of -1/1, translated from the boosters' 0/1.
 BINARY = ("binary_cross_entropy_with_logits", "sigmoid_focal_loss", "soft_margin_loss",
-          "hinge_loss")
+          "hinge_loss", "binary_cross_entropy")
 _SIGNED = ("soft_margin_loss", "hinge_loss")
 
 

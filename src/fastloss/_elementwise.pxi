@@ -66,6 +66,14 @@ cdef struct Elementwise:
     Py_ssize_t n
     double scale                   # the gradient's factor: grad_output / "mean" denominator
     ElementOptions options
+    # A booster's convention for `hess` (read only when hess is not NULL), applied
+    # to each element's curvature before its weight: floored at hess_floor
+    # (times BCE's pw y + 1 - y, which its curvature carries like a weight) when
+    # hess_floored, replaced by 1 when unit_hess; then times scale * hess_factor.
+    bint hess_floored
+    double hess_floor
+    bint unit_hess
+    double hess_factor
 
 
 # ------------------------------------------------------------ per-element maths
@@ -90,12 +98,23 @@ cdef inline void mse_point(floating x, floating y, floating* loss, floating* slo
 
 cdef inline void huber_point(floating x, floating y, floating delta,
                              floating* loss, floating* slope, floating* curvature) noexcept nogil:
+    """With c = min(|d|, delta): loss c (|d| - c/2), which is exactly 0.5 d^2 where
+    |d| <= delta (|d| - |d|/2 is exact) and delta (|d| - delta/2) beyond; slope
+    the clipped residual, delta sign(d) at |d| == delta. Each select is written
+    as IEEE min/max operand order (a < b ? a : b), so GCC emits vminps/vmaxps
+    instead of compare-and-blend chains (fastloss / a plain C loop at 1e6
+    float32 on AVX2: 1.3-1.4 before, 1.1-1.2 after).
+    NaN stays NaN in loss and slope: a NaN |d| gives c = delta, and each clip
+    passes its NaN operand through."""
+    cdef floating one = 1, zero = 0  # typed: Cython writes a bare 1 or 0 as a C double
     cdef floating d = x - y
-    cdef floating abs_d = -d if d < 0 else d
-    loss[0] = <floating>0.5 * d * d if abs_d <= delta else delta * (abs_d - <floating>0.5 * delta)
-    # Clipped residual; at |d| == delta both sides give delta*sign(d). NaN stays NaN.
-    slope[0] = delta if d > delta else (-delta if d < -delta else d)
-    curvature[0] = 1 if abs_d <= delta else 0
+    cdef floating abs_d = abs(d)
+    cdef floating c = abs_d if abs_d < delta else delta
+    loss[0] = c * (abs_d - <floating>0.5 * c)
+    cdef floating upper = delta if delta < d else d
+    cdef floating neg_delta = -delta
+    slope[0] = neg_delta if neg_delta > upper else upper
+    curvature[0] = one if abs_d <= delta else zero
 
 
 cdef inline void l1_point(floating x, floating y, floating* loss, floating* slope,
@@ -446,6 +465,23 @@ cdef inline void element_point(const ElementTag* tag, floating x, floating y, fl
         gaussian_nll_point(x, y, aux, o.full, <floating>o.eps, loss, slope, curvature, slope_aux)
 
 
+cdef inline floating booster_curvature(const ElementTag* tag, floating curvature, floating y,
+                                       floating aux, bint floored, floating floor,
+                                       bint unit) noexcept nogil:
+    """An element's curvature under a booster convention (see Elementwise): each
+    step a select of values computed before it, so the loop stays vectorised."""
+    cdef floating one = 1  # typed: Cython writes a bare 1 as a C double
+    cdef floating factor
+    if ElementTag is BceWithLogitsTag:
+        factor = aux * y + (one - y)  # bce_point's c: its curvature is c p (1 - p)
+    else:
+        factor = one
+    cdef floating floor_value = floor * factor
+    cdef floating raised = floor_value if floor_value > curvature else curvature
+    cdef floating adjusted = raised if floored else curvature
+    return one if unit else adjusted
+
+
 cdef inline bint in_domain(const ElementTag* tag, floating x) noexcept nogil:
     """Whether `tag` is defined at input x: only binary_cross_entropy restricts
     it (probabilities in [0, 1]; NaN is not one, as in torch)."""
@@ -563,6 +599,11 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
     # A per-element factor is applied in a pass of its own (reduction "none" only).
     cdef floating scale = 1 if elems_scale != NULL else <floating>call.scale
     cdef floating slope, curvature, slope_aux, one = 1
+    cdef bint floored = False, unit = False
+    cdef floating floor = 0, hess_scale = scale
+    if hess != NULL:
+        floored, floor, unit = call.hess_floored, <floating>call.hess_floor, call.unit_hess
+        hess_scale = scale * <floating>call.hess_factor
     cdef Py_ssize_t n = stop - start, i, run, run_stop, offset
 
     if loss_elems == NULL and weight == NULL and aux == NULL and hess == NULL:
@@ -572,7 +613,8 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
             element_point(tag, x[start + i], y[start + i], one, &o, &losses[i], &slope,
                           &curvature, &slope_aux)
             slopes[i] = slope * scale
-            curvatures[i] = curvature * scale
+            curvatures[i] = booster_curvature(tag, curvature, y[start + i], one, floored, floor,
+                                              unit) * hess_scale
     else:
         run = start
         while run < stop:
@@ -582,7 +624,8 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
                 element_point(tag, x[i], y[i], aux[i + offset], &o, &losses[i - start], &slope,
                               &curvature, &slope_aux)
                 slopes[i - start] = slope * scale
-                curvatures[i - start] = curvature * scale
+                curvatures[i - start] = booster_curvature(tag, curvature, y[i], aux[i + offset],
+                                                          floored, floor, unit) * hess_scale
                 if ElementTag is GaussianNllTag:
                     slopes_aux[i - start] = slope_aux * scale
             run = run_stop
@@ -679,7 +722,9 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
                      double grad_output, grad_output_elems, loss_out, grad, grad_aux,
                      int n_threads, *, hess=None, double delta=1.0, double margin=1.0, double alpha=0.25,
                      double gamma=2.0, double eps=1e-8, bint squared=False,
-                     bint log_target=False, bint log_input=True, bint full=False):
+                     bint log_target=False, bint log_input=True, bint full=False,
+                     bint hess_floored=False, double hess_floor=0.0, bint unit_hess=False,
+                     double hess_factor=1.0):
     """An elementwise loss over flat `input`/`target` (n,), fused with its gradients.
 
     Every array is a 1-d C-contiguous ndarray of input's dtype (float32 or
@@ -690,7 +735,10 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
     respect to input (per-element `grad_output_elems` (n,) for "none"), and
     `grad_aux` (n,) that with respect to each element's aux (Gaussian NLL; aux
     of period n). `hess` (n,), if given, receives the curvature d^2 loss / d
-    input^2 per element, scaled like `grad` (grad_output, weight, "mean"). `grad`
+    input^2 per element, scaled like `grad` (grad_output, weight, "mean"), under
+    a booster's convention when asked: floored at `hess_floor` before the weight
+    (`hess_floored`; BCE's floor times pw y + 1 - y), 1 before the weight
+    (`unit_hess`), times `hess_factor`. `grad`
     may be `input` itself; no other output may overlap an input or another output. "mean" divides by `denominator`. The keyword options are the losses'
     (ElementOptions). Returns the reduced loss as a NumPy scalar of input's
     dtype (None for "none").
@@ -748,6 +796,8 @@ def elementwise_loss(ElementwiseLoss kind, input, target, aux, Py_ssize_t aux_pe
     call.options = ElementOptions(delta=delta, margin=margin, alpha=alpha, gamma=gamma, eps=eps,
                                   squared=squared, log_target=log_target, log_input=log_input,
                                   full=full)
+    call.hess_floored, call.hess_floor = hess_floored, hess_floor
+    call.unit_hess, call.hess_factor = unit_hess, hess_factor
     if typenum == cnp.NPY_FLOAT:
         value = elementwise_elems(kind, <const float*>x, &call, reduction, denominator,
                                   grad_output, n_threads)

@@ -621,8 +621,8 @@ def kl_div_with_grad(input, target, reduction="mean", log_target=False, grad_out
 # out=None)` -> (loss, grad, hess): `loss` = sum(sample_weight * loss) (a scalar of
 # input's dtype), `grad` and `hess` its first derivative and the diagonal of its
 # second derivative with respect to `input`, per element, from one pass. The
-# kernels give the exact curvature; the booster conventions then adjust it in a
-# cheap pass over `hess` (and, for squared error, halve all three):
+# kernels give the exact curvature, or adjust it in the same pass by a booster
+# convention (for squared error, the gradient's scale halves grad and hess):
 #
 #   "exact"      the curvature itself, no floor (0 where the loss is linear);
 #   "xgboost"    XGBoost 3.2's built-in where it has one (binary:logistic:
@@ -671,12 +671,13 @@ def _booster_weights(sample_weight, weight, x):
 
 
 def _grad_hess(kind, input, target, sample_weight, hessian, out, n_threads, policy, *,
-               weight=None, aux=None, aux_operand=None, floor_factor=None, **options):
-    """(loss, grad, hess) of an elementwise loss for gradient boosting (see above).
+               weight=None, aux=None, aux_operand=None, **options):
+    """(loss, grad, hess) of an elementwise loss for gradient boosting (see above),
+    from one kernel pass.
 
-    `policy` maps "xgboost"/"lightgbm" to the adjustment of the exact curvature;
-    `floor_factor(x, w)`, if given, is the factor of the weight under the floor
-    (BCE's pw y + 1 - y, which the curvature carries like a weight).
+    `policy` maps "xgboost"/"lightgbm" to the adjustment of the exact curvature,
+    which the kernel applies per element (BCE's floor carries its pw y + 1 - y,
+    as its curvature does).
     """
     convention = hessian_convention(hessian)
     grad_out, hess_out = out_pair(out)
@@ -690,24 +691,19 @@ def _grad_hess(kind, input, target, sample_weight, hessian, out, n_threads, poli
     if hess_out is not None:
         check_out(hess_out, input, result_dtype, operands + (grad_out,))
     hess = hess_out if hess_out is not None and direct else np.empty(x.shape, dtype)
+    action = _EXACT if convention == "exact" else policy[convention]
+    # The boosters' squared error is 0.5 r^2 (grad r, hess 1): the gradient's
+    # scale 0.5 halves grad and hess exactly, the loss is halved below.
     loss, grad, _ = _elementwise(kind, x, target, "sum", weight=w, out=grad_out if direct else None,
                                  n_threads=n_threads, want_grad=True, aux=aux,
-                                 aux_operand=aux_operand, hess=hess, **options)
-    action = _EXACT if convention == "exact" else policy[convention]
+                                 aux_operand=aux_operand, hess=hess,
+                                 grad_output=0.5 if action == _HALF else None,
+                                 hess_floored=action == _FLOOR, hess_floor=XGBOOST_HESSIAN_FLOOR,
+                                 unit_hess=action == _UNIT,
+                                 hess_factor=_POISSON_STEP if action == _POISSON else 1.0,
+                                 **options)
     if action == _HALF:
-        # The boosters' squared error is 0.5 r^2 (grad r, hess 1); halving by 2 is exact.
         loss = loss * dtype.type(0.5)
-        grad *= 0.5
-        hess *= 0.5
-    elif action == _UNIT:
-        hess[...] = 1 if w is None else w
-    elif action == _POISSON:
-        hess *= _POISSON_STEP
-    elif action == _FLOOR:
-        floor = 1.0 if w is None else w
-        if floor_factor is not None:
-            floor = floor * floor_factor(x)
-        np.maximum(hess, XGBOOST_HESSIAN_FLOOR * np.asarray(floor, dtype), out=hess)
     if not direct:
         loss = as_result(loss, result_dtype)
         grad, hess = as_result(grad, result_dtype), as_result(hess, result_dtype)
@@ -829,17 +825,9 @@ def binary_cross_entropy_with_logits_grad_hess(input, target, weight=None, pos_w
     is ``binary``'s ``w c p (1 - p)``, without a floor.
     """
     aux = None if pos_weight is None else (lambda x: _repeating(pos_weight, "pos_weight", x))
-
-    def floor_factor(x):
-        if pos_weight is None:
-            return 1.0
-        y = float_operand(target, "target", x.dtype, x.shape)
-        pw = np.broadcast_to(real_array(pos_weight, "pos_weight", x.dtype), x.shape)
-        return pw * y + (1 - y)
-
     return _grad_hess(_K.BCE_WITH_LOGITS, input, target, sample_weight, hessian, out,
                       n_threads, {"xgboost": _FLOOR, "lightgbm": _EXACT}, weight=weight,
-                      aux=aux, aux_operand=pos_weight, floor_factor=floor_factor)
+                      aux=aux, aux_operand=pos_weight)
 
 
 def soft_margin_loss_grad_hess(input, target, sample_weight=None, hessian="exact", out=None,
@@ -873,3 +861,64 @@ def sigmoid_focal_loss_grad_hess(input, target, alpha=0.25, gamma=2.0, sample_we
     """
     return _grad_hess(_K.SIGMOID_FOCAL, input, target, sample_weight, hessian, out, n_threads,
                       _BOTH, **_focal_options(alpha, gamma))
+
+
+def binary_cross_entropy_grad_hess(input, target, weight=None, sample_weight=None,
+                                   hessian="exact", out=None, *, n_threads=None):
+    r""":func:`binary_cross_entropy` (of probabilities ``x``) for gradient boosting:
+    ``loss = sum(w l)``, torch's gradient ``grad = w (x - y) / max(x (1 - x), 1e-12)``
+    and ``hess = w (y / x^2 + (1 - y) / (1 - x)^2)``, the curvature of the unclamped
+    loss (``w`` the sample weight times ``weight``). The booster conventions floor it
+    at 1e-16 before the weight. Boosters work on margins: prefer
+    :func:`binary_cross_entropy_with_logits_grad_hess`, whose input is the logit."""
+    return _grad_hess(_K.BINARY_CROSS_ENTROPY, input, target, sample_weight, hessian, out,
+                      n_threads, _BOTH, weight=weight)
+
+
+def kl_div_grad_hess(input, target, log_target=False, sample_weight=None, hessian="exact",
+                     out=None, *, n_threads=None):
+    r""":func:`kl_div` (``input`` log-probabilities ``x``) for gradient boosting:
+    ``loss = sum(w p (log p - x))``, ``grad = -w p``. The loss is linear in ``x``, so
+    the exact hessian is 0; the booster conventions use ``w``, as for
+    :func:`l1_loss_grad_hess` (a Newton step is then a gradient step)."""
+    return _grad_hess(_K.KL_DIV, input, target, sample_weight, hessian, out, n_threads,
+                      _UNIT_BOTH, log_target=bool(log_target))
+
+
+def multilabel_soft_margin_loss_grad_hess(input, target, weight=None, sample_weight=None,
+                                          hessian="exact", out=None, *, n_threads=None):
+    r""":func:`multilabel_soft_margin_loss` for gradient boosting: scores ``(N, C)``
+    (or one sample ``(C,)``), one sample per row. A sample's loss is the mean over its
+    C classes of :func:`binary_cross_entropy_with_logits`, so with ``p = sigmoid(x)``,
+    ``w_c`` the class weight and ``s`` the sample weight:
+    ``loss = sum_i s_i l_i``, ``grad = s w_c (p - y) / C``,
+    ``hess = s w_c p (1 - p) / C`` (``"xgboost"``: ``max(p (1 - p), 1e-16) s w_c / C``;
+    ``"lightgbm"``: the exact one), both of input's shape.
+    """
+    shape = np.shape(input)
+    if len(shape) not in (1, 2):
+        raise ValueError(f"input: expected scores of shape (C,) or (N, C), got shape {shape}")
+    n_classes = shape[-1]
+    class_weight = 1.0 if weight is None else real_array(weight, "weight", np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_weight = class_weight / n_classes
+    if len(shape) == 2:
+        return binary_cross_entropy_with_logits_grad_hess(
+            input, target, weight=class_weight, sample_weight=sample_weight, hessian=hessian,
+            out=out, n_threads=n_threads)
+    # (C,): one sample, so sample_weight has one entry; out= is filled afterwards.
+    grad_out, hess_out = out_pair(out)
+    loss, grad, hess = binary_cross_entropy_with_logits_grad_hess(
+        np.reshape(input, (1, n_classes)), np.reshape(target, (1, n_classes)) if
+        np.shape(target) == shape else target, weight=class_weight,
+        sample_weight=sample_weight, hessian=hessian, n_threads=n_threads)
+    grad, hess = grad.reshape(shape), hess.reshape(shape)
+    if grad_out is not None:
+        check_out(grad_out, grad, grad.dtype, (input, target, weight, sample_weight))
+        copy_result(grad_out, grad)
+        grad = grad_out
+    if hess_out is not None:
+        check_out(hess_out, hess, hess.dtype, (input, target, weight, sample_weight, grad_out))
+        copy_result(hess_out, hess)
+        hess = hess_out
+    return loss, grad, hess

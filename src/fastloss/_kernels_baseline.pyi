@@ -125,6 +125,10 @@ def elementwise_loss(
     log_target: bool = False,
     log_input: bool = True,
     full: bool = False,
+    hess_floored: bool = False,
+    hess_floor: float = 0.0,
+    unit_hess: bool = False,
+    hess_factor: float = 1.0,
 ) -> _Float | None:
     """An elementwise loss over flat `input`/`target` (n,), fused with its gradients."""
 

@@ -41,6 +41,7 @@ from ._class_rows import (
     nll_loss, nll_loss_with_grad,
 )
 from ._elementwise import (
+    binary_cross_entropy_grad_hess, kl_div_grad_hess, multilabel_soft_margin_loss_grad_hess,
     binary_cross_entropy_with_logits_grad_hess, gaussian_nll_loss_grad_hess,
     hinge_loss_grad_hess, huber_loss_grad_hess, l1_loss_grad_hess, log_cosh_loss_grad_hess,
     mse_loss_grad_hess, msle_loss_grad_hess, poisson_nll_loss_grad_hess,
@@ -78,10 +79,12 @@ LOSSES = {
 GRAD_HESS = ("cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
              "soft_margin_loss", "hinge_loss", "mse_loss", "l1_loss", "huber_loss",
              "smooth_l1_loss", "msle_loss", "log_cosh_loss", "poisson_nll_loss",
-             "gaussian_nll_loss")
+             "gaussian_nll_loss", "binary_cross_entropy", "kl_div",
+             "multilabel_soft_margin_loss")
 
 __all__ = [
     "binary_cross_entropy",
+    "binary_cross_entropy_grad_hess",
     "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_grad_hess",
@@ -108,6 +111,7 @@ __all__ = [
     "huber_loss_grad_hess",
     "huber_loss_with_grad",
     "kl_div",
+    "kl_div_grad_hess",
     "kl_div_with_grad",
     "l1_loss",
     "l1_loss_grad_hess",
@@ -126,6 +130,7 @@ __all__ = [
     "multi_margin_loss",
     "multi_margin_loss_with_grad",
     "multilabel_soft_margin_loss",
+    "multilabel_soft_margin_loss_grad_hess",
     "multilabel_soft_margin_loss_with_grad",
     "nll_loss",
     "nll_loss_with_grad",

@@ -1355,6 +1355,41 @@ def gaussian_nll_loss_grad_hess(input, target, var, full=False, eps=1e-6, sample
                     _FLOORED, np.asarray(input).dtype)
 
 
+
+def binary_cross_entropy_grad_hess(input, target, weight=None, sample_weight=None,
+                                   hessian="exact"):
+    """BCE of probabilities: torch's slope ``(x - y) / max(x (1 - x), 1e-12)`` and the curvature
+    of the unclamped loss, ``y / x^2 + (1 - y) / (1 - x)^2``, times ``w s``; boosters: floored."""
+    x, y, per, dper = _elementwise_parts(binary_cross_entropy_with_grad, input, target)
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), x.shape)
+    curvature = y / x**2 + (1.0 - y) / (1.0 - x) ** 2
+    return _boosted(per, dper, curvature, _sample_weight(sample_weight, x.shape) * w, hessian,
+                    _FLOORED, np.asarray(input).dtype)
+
+
+def kl_div_grad_hess(input, target, log_target=False, sample_weight=None, hessian="exact"):
+    """KL divergence of log-probabilities ``x``: linear in ``x`` (slope ``-p``), so curvature 0;
+    boosters: ``s`` (as for L1)."""
+    x, y, per, dper = _elementwise_parts(kl_div_with_grad, input, target, log_target=log_target)
+    return _boosted(per, dper, np.zeros(x.shape), _sample_weight(sample_weight, x.shape),
+                    hessian, _UNIT, np.asarray(input).dtype)
+
+
+def multilabel_soft_margin_loss_grad_hess(input, target, weight=None, sample_weight=None,
+                                          hessian="exact"):
+    """Multi-label soft margin, one sample per row of ``(N, C)`` (``(C,)``: one sample): each
+    sample's loss is the mean over its classes of BCE with logits, so this is
+    :func:`binary_cross_entropy_with_logits_grad_hess` with the class weights divided by C."""
+    x = np.asarray(input)
+    y = np.asarray(target)
+    w = (1.0 if weight is None else np.asarray(weight, np.float64)) / x.shape[-1]
+    if x.ndim == 1:
+        loss, grad, hess = binary_cross_entropy_with_logits_grad_hess(
+            x[np.newaxis], y[np.newaxis], weight=w, sample_weight=sample_weight, hessian=hessian)
+        return loss, grad[0], hess[0]
+    return binary_cross_entropy_with_logits_grad_hess(x, y, weight=w, sample_weight=sample_weight,
+                                                      hessian=hessian)
+
 # Metric learning: pairs and triplets of embedding rows, rows against class centres
 # --------------------------------------------------------------------------------------------
 # Rows are (N, D) or one row (D,) (then the target is 0-d and "none" gives a 0-d loss). torch's

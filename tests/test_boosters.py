@@ -167,6 +167,8 @@ def test_xgboost_bad_input(xgb, fx):
                   obj=fx.objective("binary_cross_entropy_with_logits"))
     with pytest.raises(ValueError, match="name"):
         fx.objective("nll_loss")
+    with pytest.raises(ValueError, match="row of labels per sample"):
+        fx.objective("multilabel_soft_margin_loss")
 
 
 # -------------------------------------------------------------------- LightGBM

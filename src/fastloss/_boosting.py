@@ -17,13 +17,22 @@ MULTICLASS = ("cross_entropy",)
 BINARY = ("binary_cross_entropy_with_logits", "sigmoid_focal_loss", "soft_margin_loss",
           "hinge_loss", "binary_cross_entropy")
 _SIGNED = ("soft_margin_loss", "hinge_loss")
+#: Losses of functional.GRAD_HESS whose target is a row of labels per sample, which
+#: the boosters' one label per sample cannot carry.
+_ROW_TARGETS = ("multilabel_soft_margin_loss",)
+#: The losses an objective can be made of.
+OBJECTIVES = tuple(name for name in functional.GRAD_HESS if name not in _ROW_TARGETS)
 
 
 def task(name: str) -> str:
-    """"multiclass", "binary" or "regression" for a loss of functional.GRAD_HESS."""
-    if name not in functional.GRAD_HESS:
+    """"multiclass", "binary" or "regression" for a loss of OBJECTIVES."""
+    if name in _ROW_TARGETS:
+        raise ValueError(f"name: {name} takes a row of labels per sample, and a booster "
+                         f"gives one label per sample; call functional.{name}_grad_hess "
+                         f"directly")
+    if name not in OBJECTIVES:
         raise ValueError(f"name: expected a loss with a _grad_hess, one of "
-                         f"{', '.join(functional.GRAD_HESS)}; got {name!r}")
+                         f"{', '.join(OBJECTIVES)}; got {name!r}")
     return "multiclass" if name in MULTICLASS else "binary" if name in BINARY else "regression"
 
 

@@ -1,6 +1,7 @@
 """LightGBM objectives and metrics from fastloss's losses (``pip install fastloss[lightgbm]``).
 
-:func:`objective` turns any loss of ``fastloss.functional.GRAD_HESS`` into a custom
+:func:`objective` turns any loss of ``fastloss.functional.GRAD_HESS`` with one label per sample
+(all but multilabel_soft_margin_loss) into a custom
 objective with LightGBM's own hessian convention by default, so that
 ``objective("cross_entropy")`` grows the same trees as ``multiclass``. The same
 callable serves both APIs::

@@ -1,6 +1,7 @@
 """XGBoost objectives and metrics from fastloss's losses (``pip install fastloss[xgboost]``).
 
-:func:`objective` turns any loss of ``fastloss.functional.GRAD_HESS`` into a custom
+:func:`objective` turns any loss of ``fastloss.functional.GRAD_HESS`` with one label per sample
+(all but multilabel_soft_margin_loss) into a custom
 objective: gradient and hessian from one pass of its ``*_grad_hess``, with
 XGBoost's own hessian convention by default, so that ``objective("cross_entropy")``
 grows the same trees as ``multi:softprob``. The same callable serves both APIs::

@@ -223,8 +223,9 @@ def test_forced_path_is_named(tmp_path):
     text = md.read_text()
     assert text.startswith("**baseline path** (`FASTLOSS_SIMD=baseline`)")
     lines = text.splitlines()
-    assert lines[1] == "" and lines[2].startswith("| case ") and "| C loop |" in lines[2]
-    assert lines[4].startswith("| tiny: MSE 100 f32 ")
+    assert "C loop: " in lines[1] and lines[2].startswith("`python -m fastloss bench")
+    assert lines[3] == "" and lines[4].startswith("| case ") and "| C loop |" in lines[4]
+    assert lines[6].startswith("| tiny: MSE 100 f32 ")
 
 
 def test_all_paths_runs_each_path_in_its_own_process(tmp_path):

@@ -11,6 +11,11 @@ Per case it times one fused forward + backward of a mean-reduced loss:
 - ``sklearn``: ``sklearn._loss`` ``loss_gradient`` into preallocated ``loss_out`` /
   ``gradient_out`` plus ``np.add.reduce(loss_out)`` for the mean (its gradient is
   per sample, unscaled: slightly less work than fastloss's);
+- ``C loop``: the obvious C kernel of the same loss (``_yardstick.c``: per row max,
+  exp and sum, then scale; mean-reduced, single thread, into the same ``out`` buffer),
+  compiled at bench time with ``$CC -O3 -march=native -ffast-math -fopenmp-simd
+  -lmvec`` (glibc's vector ``expf``) and loaded with ctypes; "absent" when no
+  compiler is found (cross-entropy, BCE, MSE, Huber; issue #11);
 - ``np.exp``: ``np.exp(x, out=buf)`` over the same elements (cross-entropy, BCE);
 - ``memcpy``: ``np.copyto`` of half the bytes a fused pass must move (reads
   logits, targets/labels; writes the gradient), so that the copy reads and
@@ -32,7 +37,14 @@ loss takes in each.
 
 ``--threads-scan`` instead times fastloss with 1 and with 2 (``--threads``)
 threads over a range of sizes: the parallel speedup of large inputs and the
-no-slowdown check of small ones. ``--json PATH`` writes all results as data.
+no-slowdown check of small ones. ``--json PATH`` writes all results as data,
+``--markdown PATH`` the README's Performance table.
+
+The header names the SIMD path measured (the kernels chosen at import: the widest
+the CPU runs, or ``FASTLOSS_SIMD``). ``--all-paths`` runs the whole bench once per
+path the CPU runs, each in a process of its own with ``FASTLOSS_SIMD`` set, and
+shows the paths side by side; ``--check`` then holds the targets on the paths of
+``CHECKED_PATHS``.
 """
 
 from __future__ import annotations
@@ -1291,16 +1303,19 @@ def _targets_met(report: dict) -> dict[str, str]:
     return {k: f"{sum(v)}/{len(v)} met" for k, v in by_case.items()}
 
 
+def _measured(t: dict) -> str:
+    """A target's measured value (and its note) as text."""
+    measured = t["measured"]
+    if not isinstance(measured, float):
+        return t.get("note") or "(peer absent)"
+    shown = (f"{measured:.2f} \u00b5s" if t["unit"] == "us"
+             else f"{format_ratio(measured)}{t['unit']}")
+    return shown + (f" ({t['note']})" if t.get("note") else "")
+
+
 def _target_line(t: dict) -> str:
     mark = {True: "met   ", False: "MISSED", None: "n/a   "}[t["met"]]
-    measured = t["measured"]
-    if isinstance(measured, float):
-        shown = (f"{measured:.2f} \u00b5s" if t["unit"] == "us"
-                 else f"{format_ratio(measured)}{t['unit']}")
-    else:
-        shown = t.get("note") or "(peer absent)"
-    note = f" ({t['note']})" if t.get("note") and isinstance(measured, float) else ""
-    return f"  {mark}  {t['label']}: {t['target']}: {shown}{note}"
+    return f"  {mark}  {t['label']}: {t['target']}: {_measured(t)}"
 
 
 def _scan_rows(scan: dict) -> list[list[str]]:
@@ -1375,31 +1390,31 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(report: dict) -> str:
-    """The README's Performance table of one path's run: a line naming the path, the
-    machine and the command, the ratio table, the threads scan and the missed targets."""
+def render_markdown(report: dict, list_missed: bool = True) -> str:
+    """The README's Performance table of one path's run: a paragraph naming the path,
+    the machine, the versions and the command, the ratio table, the targets missed
+    (with `list_missed`) and the threads scan."""
     env = report["environment"]
-    m, v, b = env["machine"], env["versions"], env["fastloss_build"]
+    m, v, b, c = env["machine"], env["versions"], env["fastloss_build"], env["c_loop"]
     load = m["loadavg_start"]
+    c_loop = (f"{c['compiler_version']}, `{c['flags']}`" if c["status"] == "ok"
+              else "absent")
     lines = [f"**{b['simd_path']} path** (`FASTLOSS_SIMD={b['simd_path']}`) on {m['cpu']}, "
-             f"{m['usable_cpus']} usable CPUs (this CPU runs {', '.join(b['simd_available'])}), "
-             f"load average {_fmt_load(load)} at start; {env['threads']} thread(s); fastloss "
-             f"{v['fastloss']}, numpy {v['numpy']}, PyTorch {v['torch'] or 'absent'}, "
-             f"scikit-learn {v['scikit-learn'] or 'absent'}; C loop: "
-             + (f"{env['c_loop']['compiler_version']} `{env['c_loop']['flags']}`"
-                if env["c_loop"]["status"] == "ok" else "absent")
-             + f"; `{' '.join(report.get('run_by') or report['command'])}`, "
-             f"{report.get('date', '')}"]
+             f"{m['usable_cpus']} usable CPUs (the CPU runs {', '.join(b['simd_available'])}), "
+             f"load average {load[0] if load else '?'} at start, {env['threads']} thread(s), "
+             f"{report.get('date', '')}.",
+             f"fastloss {v['fastloss']}, numpy {v['numpy']}, PyTorch {v['torch'] or 'absent'}, "
+             f"scikit-learn {v['scikit-learn'] or 'absent'}; C loop: {c_loop}.",
+             f"`{' '.join(report.get('run_by') or report['command'])}`"]
     if report.get("cases"):
         met = _targets_met(report)
         rows = [row + [met.get(res["key"], "")]
                 for row, res in zip(_ratio_rows(report), report["cases"])]
         lines += ["", *_markdown(["case"] + [h for _, h in COLUMNS] + ["targets"], rows)]
         missed = [t for t in report["targets"] if t["met"] is False]
-        if missed:
+        if missed and list_missed:
             lines += ["", "Missed on this run:", ""]
-            lines += [f"- {t['label']}: {t['target']}: "
-                      + _target_line(t).split(f"{t['target']}: ", 1)[1] for t in missed]
+            lines += [f"- {t['label']}: {t['target']}: {_measured(t)}" for t in missed]
     if report.get("threads_scan"):
         scan = report["threads_scan"]
         n = scan["threads"][1]
@@ -1671,7 +1686,8 @@ def run_all_paths(args: argparse.Namespace, argv: list[str]) -> int:
             f.write("\n")
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("\n".join(render_markdown(reports[p]) for p in paths if p in reports))
+            f.write("\n".join(render_markdown(reports[p], p in combined["checked_paths"])
+                              for p in paths if p in reports))
     if failures:
         return 1
     if args.check and any(_missed(reports[p]) for p in combined["checked_paths"]):

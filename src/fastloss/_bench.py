@@ -563,12 +563,15 @@ def _build_yardstick() -> Yardstick:
                                    features)).encode()).hexdigest()[:16]
         so = os.path.join(cache, f"yardstick-{key}.so")
         if not os.path.exists(so):
-            src = os.path.join(cache, f"yardstick-{key}.c")
+            # this process's own source and output files, so that benches building at
+            # the same time never see each other's half-written files
+            src = os.path.join(cache, f"yardstick-{key}.{os.getpid()}.c")
             with open(src, "wb") as f:
                 f.write(source)
             partial = f"{so}.{os.getpid()}.tmp"
             proc = subprocess.run([*cc, *YARDSTICK_FLAGS, "-o", partial, src, *libs],
                                   capture_output=True, text=True, timeout=300)
+            os.remove(src)
             if proc.returncode != 0:
                 errors.append(f"{' '.join(libs)}: {proc.stderr.strip()[-300:]}")
                 continue

@@ -876,7 +876,7 @@ def evaluate_targets(cases: list[Case], results: list[dict]) -> list[dict]:
                 c = cands.get(peer, {})
                 value = 1 / c["ratio"] if c.get("ratio") else None
                 check.update(target=f"<= {k:g}\u00d7 {PEER_NAMES[peer]}'s time",
-                             threshold=k, measured=value, unit=f" {peer}'s time")
+                             threshold=k, measured=value, unit=f" {PEER_NAMES[peer]}'s time")
                 check["met"] = None if value is None else value <= k
             elif kind == "max_us":
                 _, k = target

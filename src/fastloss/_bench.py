@@ -508,7 +508,11 @@ def _exp_call(data: dict) -> Callable[[], Any]:
 
 YARDSTICK_SOURCE = "_yardstick.c"
 YARDSTICK_LOSSES = ("ce", "bce", "mse", "huber")
-YARDSTICK_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-shared", "-fPIC")
+YARDSTICK_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC")
+# Linked in a second step, without -ffast-math: linking with it adds crtfastmath.o,
+# whose constructor would switch the whole bench process to flush-to-zero when
+# ctypes loads the library (GCC < 13 does it for -shared too).
+YARDSTICK_LINK = ("-shared",)
 # libmvec gives the vector expf/log1pf; without it (not glibc) the loops stay scalar.
 YARDSTICK_LIBS = (("-lmvec", "-lm"), ("-lm",))
 
@@ -559,7 +563,7 @@ def _build_yardstick() -> Yardstick:
     os.makedirs(cache, exist_ok=True)
     errors = []
     for libs in YARDSTICK_LIBS:
-        key = hashlib.sha256(repr((source, cc, version, YARDSTICK_FLAGS, libs,
+        key = hashlib.sha256(repr((source, cc, version, YARDSTICK_FLAGS, YARDSTICK_LINK, libs,
                                    features)).encode()).hexdigest()[:16]
         so = os.path.join(cache, f"yardstick-{key}.so")
         if not os.path.exists(so):
@@ -568,10 +572,15 @@ def _build_yardstick() -> Yardstick:
             src = os.path.join(cache, f"yardstick-{key}.{os.getpid()}.c")
             with open(src, "wb") as f:
                 f.write(source)
-            partial = f"{so}.{os.getpid()}.tmp"
-            proc = subprocess.run([*cc, *YARDSTICK_FLAGS, "-o", partial, src, *libs],
+            obj, partial = f"{src}.o", f"{so}.{os.getpid()}.tmp"
+            proc = subprocess.run([*cc, *YARDSTICK_FLAGS, "-c", "-o", obj, src],
                                   capture_output=True, text=True, timeout=300)
-            os.remove(src)
+            if proc.returncode == 0:
+                proc = subprocess.run([*cc, *YARDSTICK_LINK, "-o", partial, obj, *libs],
+                                      capture_output=True, text=True, timeout=300)
+            for scratch in (src, obj):
+                if os.path.exists(scratch):
+                    os.remove(scratch)
             if proc.returncode != 0:
                 errors.append(f"{' '.join(libs)}: {proc.stderr.strip()[-300:]}")
                 continue
@@ -597,7 +606,8 @@ def _build_yardstick() -> Yardstick:
                 func.argtypes = args
         return Yardstick(lib, {"status": "ok", "compiler": " ".join(cc),
                                "compiler_version": version[0] if version else "",
-                               "flags": " ".join(YARDSTICK_FLAGS + libs), "library": so,
+                               "flags": " ".join(YARDSTICK_FLAGS),
+                               "link": " ".join(YARDSTICK_LINK + libs), "library": so,
                                "libmvec_calls": vector_calls})
     return Yardstick(None, {"status": "absent", "reason": "the C loop did not build: "
                                                         + "; ".join(errors)})
@@ -1283,7 +1293,8 @@ def _c_loop_summary(info: dict) -> str:
     if info["status"] != "ok":
         return f"absent ({info['reason']})"
     vector = ", ".join(info["libmvec_calls"]) or "none: its exp stays scalar"
-    return (f"{YARDSTICK_SOURCE} built with {info['compiler']} {info['flags']} "
+    return (f"{YARDSTICK_SOURCE} built with {info['compiler']} {info['flags']}, linked "
+            f"{info['link']} "
             f"({info['compiler_version']}); libmvec calls: {vector}")
 
 
@@ -1400,8 +1411,8 @@ def render_markdown(report: dict, list_missed: bool = True) -> str:
     env = report["environment"]
     m, v, b, c = env["machine"], env["versions"], env["fastloss_build"], env["c_loop"]
     load = m["loadavg_start"]
-    c_loop = (f"{c['compiler_version']}, `{c['flags']}`" if c["status"] == "ok"
-              else "absent")
+    c_loop = (f"{c['compiler_version']}, `{c['flags']}`, linked `{c.get('link', '')}`"
+              if c["status"] == "ok" else "absent")
     lines = [f"**{b['simd_path']} path** (`FASTLOSS_SIMD={b['simd_path']}`) on {m['cpu']}, "
              f"{m['usable_cpus']} usable CPUs (the CPU runs {', '.join(b['simd_available'])}), "
              f"load average {load[0] if load else '?'} at start, {env['threads']} thread(s), "

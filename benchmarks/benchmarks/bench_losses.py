@@ -14,11 +14,19 @@ import os
 import numpy as np
 
 import fastloss
-from fastloss import _bench
+from fastloss import _bench, _dispatch
 
 LOSSES = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "huber_loss"]
 DTYPES = ["float32", "float64"]
 THREADS = [1, 2]
+# The SIMD paths this CPU runs (issue #11: the AVX2 path's cases next to the widest).
+# asv runs every benchmark in-process, so a path is chosen in `setup` with
+# fastloss._dispatch.use, which imports that path's kernel module (after the same CPU
+# check as FASTLOSS_SIMD) and makes the public functions call it; nothing else in
+# fastloss holds on to a kernel module, so the call timed is the one a process
+# started with FASTLOSS_SIMD=<path> makes. (`python -m fastloss bench --all-paths`
+# instead runs one process per path: it times the peers again in each.)
+SIMD = _dispatch.available_paths()
 
 # (N, C) logits for cross-entropy; element counts for the pointwise losses.
 CE_SHAPES = {"tiny": (32, 10), "medium": (8192, 1000), "large": (2048, 32000)}
@@ -53,11 +61,13 @@ def make_data(loss, dtype, size):
 
 
 class _Fused:
-    """Setup shared by the fused-loss classes: data of (loss, dtype, size) and a gradient buffer."""
+    """Setup shared by the fused-loss classes: the SIMD path's kernels, data of
+    (loss, dtype, size) and a gradient buffer."""
 
-    def setup(self, loss, dtype, size, threads):
+    def setup(self, loss, dtype, size, threads, simd):
         if threads > _usable_cpus():
             raise NotImplementedError(f"{threads} threads on {_usable_cpus()} CPUs")
+        self.previous = _dispatch.use(simd).SIMD_PATH
         self.x, self.target = make_data(loss, dtype, size)
         self.grad = np.empty_like(self.x)
         self.forward = getattr(fastloss, loss)
@@ -66,11 +76,15 @@ class _Fused:
         # warm the gradient buffer's pages so time_with_grad_out is steady state
         self.with_grad(self.x, self.target, out=self.grad, n_threads=threads)
 
-    def time_with_grad_out(self, loss, dtype, size, threads):
+    def teardown(self, loss, dtype, size, threads, simd):
+        if hasattr(self, "previous"):
+            _dispatch.use(self.previous)
+
+    def time_with_grad_out(self, loss, dtype, size, threads, simd):
         """One fused forward + backward, the gradient written into a preallocated ``out=``."""
         self.with_grad(self.x, self.target, out=self.grad, n_threads=self.threads)
 
-    def peakmem_with_grad(self, loss, dtype, size, threads):
+    def peakmem_with_grad(self, loss, dtype, size, threads, simd):
         """Inputs + one fresh gradient: the kernels make no input-sized temporaries."""
         self.with_grad(self.x, self.target, n_threads=self.threads)
 
@@ -78,19 +92,19 @@ class _Fused:
 class Losses(_Fused):
     """Fused forward + backward (mean reduction) of every loss at the tiny and medium sizes."""
 
-    params = [LOSSES, DTYPES, ["tiny", "medium"], THREADS]
-    param_names = ["loss", "dtype", "size", "threads"]
+    params = [LOSSES, DTYPES, ["tiny", "medium"], THREADS, SIMD]
+    param_names = ["loss", "dtype", "size", "threads", "simd"]
     timeout = 120
 
-    def time_with_grad(self, loss, dtype, size, threads):
+    def time_with_grad(self, loss, dtype, size, threads, simd):
         """A fresh gradient array per call (includes its allocation and page faults)."""
         self.with_grad(self.x, self.target, n_threads=self.threads)
 
-    def time_forward(self, loss, dtype, size, threads):
+    def time_forward(self, loss, dtype, size, threads, simd):
         """The loss alone (``reduction="mean"``)."""
         self.forward(self.x, self.target, n_threads=self.threads)
 
-    def peakmem_with_grad_out(self, loss, dtype, size, threads):
+    def peakmem_with_grad_out(self, loss, dtype, size, threads, simd):
         self.with_grad(self.x, self.target, out=self.grad, n_threads=self.threads)
 
 
@@ -98,8 +112,8 @@ class LossesLarge(_Fused):
     """The large sizes (2048x32000 logits, 1e7 elements): only the headline timing and
     the peak memory, since building their data dominates a quick run."""
 
-    params = [LOSSES, DTYPES, ["large"], THREADS]
-    param_names = ["loss", "dtype", "size", "threads"]
+    params = [LOSSES, DTYPES, ["large"], THREADS, SIMD]
+    param_names = ["loss", "dtype", "size", "threads", "simd"]
     timeout = 300
 
 

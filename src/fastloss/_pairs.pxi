@@ -47,10 +47,11 @@ cpdef enum PairsLoss:
 
 cdef enum:
     # How a distance raises |u| to p: the common p = 1, 2 keep their loops free
-    # of pow (and p = 2 vectorised).
+    # of pow (and p = 2 vectorised); p = inf is the largest |u|.
     POWER_ANY = 0
     POWER_ONE = 1
     POWER_TWO = 2
+    POWER_INF = 3
 
 # torch's cosine_embedding_loss adds this to both squared norms.
 cdef double COSINE_EPS = 1e-12
@@ -151,11 +152,41 @@ cdef inline void dot3_lanes(const floating* a, const floating* b, Py_ssize_t n,
         i += 1
 
 
+cdef inline floating distance_max(const floating* a, const floating* b, floating eps,
+                                  Py_ssize_t n) noexcept nogil:
+    """max_j |a[j] - b[j] + eps| (exact in the input's precision), NaN if any term
+    is NaN, as torch's inf-norm."""
+    cdef floating zero = 0, m = 0, u
+    cdef Py_ssize_t j
+    for j in range(n):
+        u = a[j] - b[j] + eps
+        u = -u if u < zero else u
+        m = u if (u > m) | (u != u) | (m != m) else m
+    return m
+
+
+cdef inline floating inf_factor(const floating* a, const floating* b, floating eps, floating norm,
+                                Py_ssize_t n) noexcept nogil:
+    """torch's backward of the inf-norm splits the gradient evenly over the terms
+    where |u_j| == ||u||_inf (or u_j is NaN): 1 / their count, and 0 at ||u|| = 0
+    (as norm_factor)."""
+    cdef floating zero = 0, one = 1, u
+    cdef Py_ssize_t j, ties = 0
+    if norm == zero:
+        return zero
+    for j in range(n):
+        u = a[j] - b[j] + eps
+        ties += ((-u if u < zero else u) == norm) | (u != u)
+    return one / <floating>ties
+
+
 cdef inline floating pair_distance(const floating* a, const floating* b, floating eps, int power,
                                    double p, Py_ssize_t n) noexcept nogil:
     """||a - b + eps||_p, rounded to the input's precision as torch's norm returns
     it. Each branch passes its power as a literal, so that distance_sum's loop is
     compiled for it (pow_abs's branch folded away) and vectorises for p = 1, 2."""
+    if power == POWER_INF:
+        return distance_max(a, b, eps, n)
     if power == POWER_TWO:
         return <floating>sqrt(distance_sum(a, b, eps, POWER_TWO, 2.0, n))
     if power == POWER_ONE:
@@ -172,19 +203,23 @@ cdef inline floating norm_factor(floating norm, int power, double p) noexcept no
         return zero
     if power == POWER_TWO:
         return one / norm
-    if power == POWER_ONE:
+    if power == POWER_ONE or power == POWER_INF:  # (inf: inf_factor's share, applied apart)
         return one
     return <floating>pow(norm, 1.0 - p)
 
 
-cdef inline floating norm_slope(floating u, floating k, int power, double p) noexcept nogil:
+cdef inline floating norm_slope(floating u, floating k, floating norm, int power,
+                               double p) noexcept nogil:
     """d||u||_p / du_j for one u_j, given norm_factor's k; 0 where u_j = 0 (as
-    torch's masked |u|^(p-1) for p < 1)."""
+    torch's masked |u|^(p-1) for p < 1). For p = inf, sign(u_j) k on the terms
+    that attain the norm (k: inf_factor's share), 0 elsewhere."""
     cdef floating zero = 0, a = -u if u < 0 else u
     if power == POWER_TWO:
         return u * k
     if power == POWER_ONE:
         return sign_of(u) * k
+    if power == POWER_INF:
+        return sign_of(u) * k if (a == norm) | (u != u) else zero
     return zero if u == zero else sign_of(u) * <floating>pow(a, p - 1.0) * k
 
 
@@ -277,6 +312,11 @@ cdef inline double triplet_margin_row(const floating* a, const floating* pos, co
         k_neg = norm_factor(d_neg, power, p)
         if o.swap:
             k_swap = norm_factor(d_swap, power, p)
+        if power == POWER_INF:
+            k_pos = inf_factor(a, pos, eps, d_pos, D)
+            k_neg = inf_factor(a, neg, eps, d_neg, D)
+            if o.swap:
+                k_swap = inf_factor(pos, neg, eps, d_swap, D)
         if power == POWER_TWO:
             # The slopes are u k: branch-free loops that vectorise (without swap the
             # third term is 0 * u, u finite where the distances are). One loop per
@@ -291,10 +331,10 @@ cdef inline double triplet_margin_row(const floating* a, const floating* pos, co
                 gn[j] = k_neg * (a[j] - neg[j] + eps) + k_swap * (pos[j] - neg[j] + eps)
             return zero if z < zero else z
         for j in range(D):
-            s_pos = norm_slope(a[j] - pos[j] + eps, k_pos, power, p)
-            s_neg = w_neg * norm_slope(a[j] - neg[j] + eps, k_neg, power, p)
+            s_pos = norm_slope(a[j] - pos[j] + eps, k_pos, d_pos, power, p)
+            s_neg = w_neg * norm_slope(a[j] - neg[j] + eps, k_neg, d_neg, power, p)
             if o.swap:
-                s_swap = w_swap * norm_slope(pos[j] - neg[j] + eps, k_swap, power, p)
+                s_swap = w_swap * norm_slope(pos[j] - neg[j] + eps, k_swap, d_swap, power, p)
             ga[j] = c * (s_pos - s_neg)
             gp[j] = c * (-s_pos - s_swap)
             gn[j] = c * (s_neg + s_swap)
@@ -508,7 +548,7 @@ def pairs_loss(PairsLoss kind, input, second, third, target, int reduction, doub
     differentiable arrays') the gradients of sum(grad_output * loss) (per-row
     `grad_output_rows` (N,) for "none"). No output may overlap an input or
     another output. "mean" divides by N. The keyword options are the losses'
-    (`p` > 0 finite: the triplet's distance). Returns the reduced loss as a
+    (`p` > 0, inf included: the triplet's distance). Returns the reduced loss as a
     NumPy scalar of input's dtype (None for "none").
     """
     cdef int typenum = float_typenum(input, "input")
@@ -531,8 +571,8 @@ def pairs_loss(PairsLoss kind, input, second, third, target, int reduction, doub
     if (third is None) != (kind != TRIPLET_MARGIN) or (target is None) != (kind == TRIPLET_MARGIN):
         raise ValueError("third, target: triplet takes a third array and no target, "
                          "the others a target")
-    if kind == TRIPLET_MARGIN and not (0 < p < INFINITY):
-        raise ValueError(f"p: expected a finite positive value, got {p}")
+    if kind == TRIPLET_MARGIN and not p > 0:
+        raise ValueError(f"p: expected a positive value (inf included), got {p}")
     if kind != HINGE_EMBEDDING and (grad1 is None) != (grad2 is None):
         raise ValueError("grad1, grad2: give the gradients of all arrays or of none")
     if kind == TRIPLET_MARGIN and (grad1 is None) != (grad3 is None):
@@ -567,7 +607,8 @@ def pairs_loss(PairsLoss kind, input, second, third, target, int reduction, doub
         1, min(<Py_ssize_t>PAIRS_MAX_BLOCK_ROWS, PAIRS_BLOCK_ELEMS // max(dim, 1)))
     call.margin = margin
     call.p = p
-    call.power = POWER_TWO if p == 2 else (POWER_ONE if p == 1 else POWER_ANY)
+    call.power = (POWER_TWO if p == 2 else POWER_ONE if p == 1 else
+                  POWER_INF if p == INFINITY else POWER_ANY)
     call.eps = eps
     call.swap = swap
     call.scale = grad_output

@@ -9,29 +9,12 @@
 # either has a tag in PairsTag, dispatched in pairs_block and run_pairs_kind,
 # and its code in PairsLoss. Element losses run as rows of one element in
 # blocks of ELEMENT_BLOCK. center_loss has a pass of its own (center_classes):
-# its centre gradient is a scatter-add, done class by class in row order so
-# that its bits do not depend on the threads.
+# its centre gradient is a scatter-add into (C, D) sums in double, each class
+# summed in row order by one thread, so that its bits do not depend on the threads.
 from libc.math cimport pow
 from libc.stdlib cimport calloc
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FASTLOSS_PREFETCH(p) __builtin_prefetch(p)
-    #else
-    #define FASTLOSS_PREFETCH(p) ((void)(p))
-    #endif
-    """
-    void prefetch "FASTLOSS_PREFETCH"(const void* p) noexcept nogil
-
 cdef enum:
-    # center_loss reads the rows of a class scattered over the features: it asks
-    # for the row this many places ahead in class order (cache lines of 64 bytes).
-    # N = 65536, D = 128 float32, 1000 classes in random order: 200 ms without it
-    # on a loaded machine (38 ms for rows sorted by class then), 24-50 ms with it
-    # (21 ms sorted by class).
-    CENTER_PREFETCH_ROWS = 4
-    CACHE_LINE = 64
     # Row blocks hold about this many elements of the first array (at least one
     # row, at most PAIRS_MAX_BLOCK_ROWS rows): the block sums are added in order.
     PAIRS_BLOCK_ELEMS = 8192
@@ -115,41 +98,33 @@ cdef inline double distance_sum(const floating* a, const floating* b, floating e
     return total
 
 
-cdef inline void dot3_lanes(const floating* a, const floating* b, Py_ssize_t n,
-                            double* sums) noexcept nogil:
-    """sums = (a.b, a.a, b.b) in double from one pass over the two rows, each in
-    sum_lanes' order (dot_lanes' zero guard is not wanted: torch's sums have none)."""
-    cdef double ab[LANES]
-    cdef double aa[LANES]
-    cdef double bb[LANES]
-    cdef double x, y
+cdef inline double products_sum(const floating* a, const floating* b,
+                                Py_ssize_t n) noexcept nogil:
+    """sum_j a[j] b[j] in double, in sum_lanes' order (without dot_lanes' zero
+    guard: torch's sums have none). cosine_embedding_row takes its three sums
+    from three calls, the second and third over rows already in L1: one
+    accumulator array vectorises, while three in one loop (48 doubles) spilled to
+    the stack and stayed scalar (perf: vcvtss2sd/vfmadd213sd on the stack, 112 ms
+    at 65536x128 float32, 3.7x the copy)."""
+    cdef double acc[LANES]
+    cdef double total = 0
     cdef Py_ssize_t i, lane
-    sums[0] = sums[1] = sums[2] = 0
     if n < LANES:
         for i in range(n):
-            x, y = a[i], b[i]
-            sums[0] += x * y
-            sums[1] += x * x
-            sums[2] += y * y
-        return
+            total += <double>a[i] * b[i]
+        return total
     for lane in range(LANES):
-        x, y = a[lane], b[lane]
-        ab[lane], aa[lane], bb[lane] = x * y, x * x, y * y
+        acc[lane] = <double>a[lane] * b[lane]
     i = LANES
     while i + LANES <= n:
         for lane in range(LANES):
-            x, y = a[i + lane], b[i + lane]
-            ab[lane] += x * y
-            aa[lane] += x * x
-            bb[lane] += y * y
+            acc[lane] += <double>a[i + lane] * b[i + lane]
         i += LANES
-    sums[0], sums[1], sums[2] = combine_lanes(ab), combine_lanes(aa), combine_lanes(bb)
+    total = combine_lanes(acc)
     while i < n:
-        x, y = a[i], b[i]
-        sums[0] += x * y
-        sums[1] += x * x
-        sums[2] += y * y
+        total += <double>a[i] * b[i]
         i += 1
+    return total
 
 
 cdef inline floating distance_max(const floating* a, const floating* b, floating eps,
@@ -258,14 +233,12 @@ cdef inline double cosine_embedding_row(const floating* a, const floating* b, Py
     The sums run in double, the rest in the input's precision as in torch (so a
     pair exactly at the margin there is at it here). d cos / da = b / den - cos a / s_a."""
     cdef floating zero = 0, one = 1, eps = <floating>COSINE_EPS
-    cdef double sums[3]
     cdef floating s_a, s_b, den, cos, z, loss = zero, slope = zero, c, inv_den, ca, cb
     cdef Py_ssize_t j
-    dot3_lanes(a, b, D, sums)
-    s_a = <floating>sums[1] + eps
-    s_b = <floating>sums[2] + eps
+    s_a = <floating>products_sum(a, a, D) + eps
+    s_b = <floating>products_sum(b, b, D) + eps
     den = sqrt(s_a * s_b)
-    cos = <floating>sums[0] / den
+    cos = <floating>products_sum(a, b, D) / den
     z = cos - <floating>o.margin
     if y == one:
         loss = one - cos
@@ -637,8 +610,8 @@ cdef struct Centers:
     void* grad                    # (N, D) features' gradient, or NULL
     void* grad_centers            # (C, D) centres' gradient, or NULL
     double* losses                # (N,) per-row losses in double, for the sum
-    const int64_t* order          # the rows sorted by class, stably
-    const int64_t* starts         # (C + 1,) class j's rows are order[starts[j]:starts[j+1]]
+    double* acc                   # (C, D) each centre's sum over its rows, in double
+    const int64_t* counts         # (C,) rows per class (center_update)
     Py_ssize_t n_rows
     Py_ssize_t dim
     Py_ssize_t n_classes
@@ -647,34 +620,38 @@ cdef struct Centers:
     bint update
 
 
-cdef void center_class(const floating* x, const Centers* call, Py_ssize_t j,
-                       double* acc) noexcept nogil:
-    """Class j's rows in row order (so the centre's sums have one order whatever
-    the threads): their losses 0.5 ||x_i - c_j||^2 and gradients s_i (x_i - c_j),
-    and the centre's gradient -sum_i s_i (x_i - c_j) summed in double in `acc`
-    (D scratch); or, for center_update, c_j -= alpha sum_i (c_j - x_i) / (1 + n_j)."""
-    cdef floating* c = <floating*>call.centers + j * call.dim
+cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
+                      Py_ssize_t hi) noexcept nogil:
+    """The rows of classes [lo, hi), in row order: their losses 0.5 ||x_i - c_j||^2
+    and gradients s_i (x_i - c_j), each summed into its centre's acc row (in
+    double); then those classes' centre gradients -acc_j, or for center_update
+    c_j -= alpha acc_j / (1 + n_j) with acc_j = sum_i (c_j - x_i).
+
+    Every class's sum runs over its rows in row order whatever [lo, hi) is, so
+    the bits do not depend on how the classes are split over threads. The rows
+    are read (and their gradients written) in memory order: the features stream
+    once, and only the (C, D) table and its sums are reached at random (65536x128
+    float32, 1000 classes: 82 ms sorted by class with prefetching, ... ms in row order)."""
+    cdef const floating* centers = <const floating*>call.centers
     cdef const floating* rows_scale = <const floating*>call.grad_scale_rows
     cdef floating* loss_rows = <floating*>call.loss_rows
     cdef floating* grad = <floating*>call.grad
     cdef floating* grad_centers = <floating*>call.grad_centers
+    cdef floating* c_update = <floating*>call.centers
     cdef const floating* xi
-    cdef const char* ahead
+    cdef const floating* c
     cdef floating* g
+    cdef double* acc
     cdef floating s, zero = 0
-    cdef Py_ssize_t D = call.dim, k, q, i, line, count = call.starts[j + 1] - call.starts[j]
+    cdef Py_ssize_t D = call.dim, i, j, k
     cdef double loss, factor, zero_d = 0
-    for k in range(D):
-        acc[k] = 0
-    for q in range(call.starts[j], call.starts[j + 1]):
-        i = call.order[q]
+    for i in range(call.n_rows):
+        j = call.target[i]
+        if j < lo or j >= hi:
+            continue
         xi = x + i * D
-        if q + CENTER_PREFETCH_ROWS < call.n_rows:
-            ahead = <const char*>(x + call.order[q + CENTER_PREFETCH_ROWS] * D)
-            line = 0
-            while line < D * <Py_ssize_t>sizeof(floating):
-                prefetch(ahead + line)
-                line += CACHE_LINE
+        c = centers + j * D
+        acc = call.acc + j * D
         if call.update:
             for k in range(D):
                 acc[k] += <double>c[k] - xi[k]
@@ -688,66 +665,68 @@ cdef void center_class(const floating* x, const Centers* call, Py_ssize_t j,
             g = grad + i * D
             for k in range(D):
                 g[k] = s * (xi[k] - c[k])
-                acc[k] += g[k]
-    if call.update:
-        if count > 0:
-            factor = call.alpha / (1.0 + count)
             for k in range(D):
-                c[k] = <floating>(c[k] - factor * acc[k])
-    elif grad_centers != NULL:
-        for k in range(D):
-            # 0 - acc, not -acc: a class without rows gets +0, as torch's index_add.
-            grad_centers[j * D + k] = <floating>(zero_d - acc[k])
+                acc[k] += g[k]
+    for j in range(lo, hi):
+        acc = call.acc + j * D
+        if call.update:
+            if call.counts[j] > 0:
+                factor = call.alpha / (1.0 + call.counts[j])
+                for k in range(D):
+                    c_update[j * D + k] = <floating>(c_update[j * D + k] - factor * acc[k])
+        elif grad_centers != NULL:
+            for k in range(D):
+                # 0 - acc, not -acc: a class without rows gets +0, as torch's index_add.
+                grad_centers[j * D + k] = <floating>(zero_d - acc[k])
 
 
-cdef void center_classes_sorted(const floating* x, Centers* call, int64_t* starts,
-                                int64_t* cursor, int64_t* order, double* scratch,
-                                int threads) noexcept nogil:
-    """Sort the rows by class (a counting sort, stable), then center_class for
-    every class, serially or by `threads` OpenMP threads over classes (one
-    fork-join; dynamic, since classes differ in size and each one's sums are
-    its own)."""
-    cdef Py_ssize_t N = call.n_rows, C = call.n_classes, i, j
+cdef void center_split(const floating* x, Centers* call, int64_t* counts, Py_ssize_t* bounds,
+                       int threads) noexcept nogil:
+    """Count the rows of each class, then center_rows serially or, for `threads`
+    OpenMP threads (one fork-join), over `threads` ranges of classes holding about
+    N / threads rows each (each thread reads every target, and only its rows)."""
+    cdef Py_ssize_t N = call.n_rows, C = call.n_classes, i, j, part = 1
+    cdef int64_t seen = 0
     for i in range(N):
-        starts[call.target[i] + 1] += 1
-    for j in range(C):
-        starts[j + 1] += starts[j]
-        cursor[j] = starts[j]
-    for i in range(N):
-        order[cursor[call.target[i]]] = i
-        cursor[call.target[i]] += 1
-    call.order = order
-    call.starts = starts
+        counts[call.target[i]] += 1
+    call.counts = counts
     if threads == 1:
-        for j in range(C):
-            center_class(x, call, j, scratch)
-    else:
-        for j in prange(C, schedule="dynamic", num_threads=threads):
-            center_class(x, call, j, scratch + threadid() * call.dim)
+        center_rows(x, call, 0, C)
+        return
+    bounds[0] = 0
+    for j in range(C):
+        seen += counts[j]
+        if part < threads and seen * threads >= part * N:
+            bounds[part] = j + 1
+            part += 1
+    while part <= threads:
+        bounds[part] = C
+        part += 1
+    for i in prange(threads, schedule="static", num_threads=threads):
+        center_rows(x, call, bounds[i], bounds[i + 1])
 
 
 cdef int center_classes(const floating* x, Centers* call, int n_threads) except -1:
-    """center_classes_sorted with its buffers, the GIL released for big calls."""
+    """center_split with its buffers (the (C, D) sums in double among them), the GIL
+    released for big calls."""
     cdef Py_ssize_t N = call.n_rows, C = call.n_classes, D = call.dim
     cdef int threads = threads_for(N * D, n_threads, C)
-    cdef int64_t* starts = <int64_t*>calloc(C + 1, sizeof(int64_t))
-    cdef int64_t* cursor = <int64_t*>malloc(max(C, 1) * sizeof(int64_t))
-    cdef int64_t* order = <int64_t*>malloc(max(N, 1) * sizeof(int64_t))
-    cdef double* scratch = <double*>malloc(threads * max(D, 1) * sizeof(double))
+    cdef int64_t* counts = <int64_t*>calloc(max(C, 1), sizeof(int64_t))
+    cdef Py_ssize_t* bounds = <Py_ssize_t*>malloc((threads + 1) * sizeof(Py_ssize_t))
+    cdef double* acc = <double*>calloc(max(C * D, 1), sizeof(double))
     cdef PyThreadState* gil
-    if starts == NULL or cursor == NULL or order == NULL or scratch == NULL:
-        free(starts)
-        free(cursor)
-        free(order)
-        free(scratch)
+    if counts == NULL or bounds == NULL or acc == NULL:
+        free(counts)
+        free(bounds)
+        free(acc)
         raise MemoryError()
+    call.acc = acc
     gil = release_gil_if(N * D >= NOGIL_MIN_ELEMS)
-    center_classes_sorted(x, call, starts, cursor, order, scratch, threads)
+    center_split(x, call, counts, bounds, threads)
     restore_gil(gil)
-    free(starts)
-    free(cursor)
-    free(order)
-    free(scratch)
+    free(counts)
+    free(bounds)
+    free(acc)
     return 0
 
 

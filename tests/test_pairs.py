@@ -37,16 +37,26 @@ def build(name, rng, dtype, n=37, d=19):
     if name.startswith("triplet"):
         a, p, q = _rows(rng, n, d, dtype, 3)
         p = (a + 0.5 * p).astype(dtype)
-        p_norm = {"triplet": 2, "triplet_p1": 1, "triplet_p3": 3, "triplet_p05": 0.5}
-        swap = name == "triplet_swap"
+        p_norm = {"triplet": 2, "triplet_p1": 1, "triplet_p3": 3, "triplet_p05": 0.5,
+                  "triplet_pinf": np.inf, "triplet_swap_pinf": np.inf}
+        swap = name.startswith("triplet_swap")
         return "triplet_margin_loss", (a, p, q), {"margin": 1.5, "swap": swap,
                                                   "p": p_norm.get(name, 2)}, 3
     if name == "margin_ranking":
         x1, x2 = _rows(rng, n, d, dtype)
         y = rng.choice([-1.0, 1.0], (n, d)).astype(dtype)
         return "margin_ranking_loss", (x1, x2, y), {"margin": 0.3}, 2
+    if name == "margin_ranking_broadcast":  # torch's broadcasting: (n, 1), (1, d), (n, d)
+        x1 = rng.standard_normal((n, 1)).astype(dtype)
+        x2 = rng.standard_normal((1, d)).astype(dtype)
+        y = rng.choice([-1.0, 1.0], (n, d)).astype(dtype)
+        return "margin_ranking_loss", (x1, x2, y), {"margin": 0.3}, 2
     if name == "hinge_embedding":
         x = (rng.standard_normal((n, d)) * 1.5).astype(dtype)
+        y = rng.choice([-1.0, 1.0, 0.5], (n, d)).astype(dtype)
+        return "hinge_embedding_loss", (x, y), {"margin": 0.8}, 1
+    if name == "hinge_embedding_broadcast":  # an input (d,) against targets (n, d)
+        x = (rng.standard_normal(d) * 1.5).astype(dtype)
         y = rng.choice([-1.0, 1.0, 0.5], (n, d)).astype(dtype)
         return "hinge_embedding_loss", (x, y), {"margin": 0.8}, 1
     if name == "center":
@@ -58,12 +68,18 @@ def build(name, rng, dtype, n=37, d=19):
 
 
 CASES = ("contrastive", "cosine", "triplet", "triplet_swap", "triplet_p1", "triplet_p3",
-         "triplet_p05", "margin_ranking", "hinge_embedding", "center")
+         "triplet_p05", "triplet_pinf", "triplet_swap_pinf", "margin_ranking",
+         "margin_ranking_broadcast", "hinge_embedding", "hinge_embedding_broadcast", "center")
+
+
+def is_element_loss(name):
+    return name.startswith(("margin_ranking", "hinge_embedding"))
 
 
 def loss_shape(name, args):
-    x = args[0]
-    return x.shape if name in ("margin_ranking", "hinge_embedding") else x.shape[:-1]
+    if is_element_loss(name):  # the operands' broadcast shape
+        return np.broadcast_shapes(*(a.shape for a in args))
+    return args[0].shape[:-1]
 
 
 def call(fname, args, kwargs, **more):
@@ -99,7 +115,7 @@ def test_one_row_and_float16(name):
     """Rows of (D,) (one pair) give 0-d losses; float16 is computed in float32 and cast back."""
     rng = np.random.default_rng(3)
     fname, args, kwargs, _ = build(name, rng, np.float64, n=1)
-    if name not in ("margin_ranking", "hinge_embedding"):
+    if not is_element_loss(name):
         one = tuple(a[0] if i != 2 or name != "center" else a for i, a in enumerate(args))
         got = call(fname, one, kwargs, reduction="none")
         want = call(fname, args, kwargs, reduction="none")
@@ -124,6 +140,7 @@ def _torch():
 def torch_result(name, args, kwargs, reduction, grad_output):
     """The loss and gradients torch gives (its function, or the torch-ops formula)."""
     t = _torch()
+    name = name.removesuffix("_broadcast")
     F = t.nn.functional
     tensors = [t.tensor(a, requires_grad=a.dtype.kind == "f" and not (
         name in ("contrastive", "cosine", "margin_ranking", "hinge_embedding")
@@ -256,6 +273,26 @@ def test_distance_zero_gives_finite_zero_gradients():
         assert all(np.all(np.isfinite(g)) for g in got)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+
+
+def test_triplet_p_inf_as_torch_at_ties():
+    """p = inf: the largest |u_j| (torch's pairwise_distance); its gradient sign(u_j)
+    shared evenly by the terms that attain it, as torch's backward of the inf-norm."""
+    a = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    pos = np.array([[1.0, -1.0, 0.5], [1.0, 2.0, 3.0]])   # a tie; d = 0 (zero gradient)
+    neg = np.array([[2.0, -2.0, 2.0], [0.0, 0.0, 0.0]])   # a three-way tie
+    got = fl.triplet_margin_loss_with_grad(a, pos, neg, p=np.inf, eps=0.0, margin=3.0,
+                                           reduction="sum")
+    want = torch_result("triplet", (a, pos, neg), {"p": np.inf, "eps": 0.0, "margin": 3.0},
+                        "sum", 1.0)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-15, atol=0)
+    # u = a - pos = (-1, 1, -0.5): grad_positive = -sign(u) / 2 on the tie
+    np.testing.assert_array_equal(got[2][0], [0.5, -0.5, 0.0])
+    # u = a - neg = (-2, 2, -2): grad_negative = sign(u) / 3
+    np.testing.assert_allclose(got[3][0], [-1 / 3, 1 / 3, -1 / 3], rtol=1e-15)
+    # d(a, pos) = 0: a zero gradient; the loss at exactly 0 passes the negative's
+    np.testing.assert_array_equal(got[1][1], [0.0, 0.0, -1.0])
 
 
 @pytest.mark.parametrize("side", ["negative", "swap", "tie"])
@@ -402,13 +439,15 @@ def test_errors_name_the_argument():
         fl.contrastive_loss(x, x, y, margin=-0.1)
     with pytest.raises(ValueError, match="margin"):
         fl.triplet_margin_loss(x, x, x, margin=0.0)
-    for p in (0, -1, float("inf")):
+    for p in (0, -1, float("nan")):
         with pytest.raises(ValueError, match="p"):
             fl.triplet_margin_loss(x, x, x, p=p)
     with pytest.raises(ValueError, match="negative"):
         fl.triplet_margin_loss(x, x, np.zeros((5, 3)))
     with pytest.raises(ValueError, match="input2"):
         fl.margin_ranking_loss(y, np.ones(3), y)
+    with pytest.raises(ValueError, match="one number of dimensions"):  # as torch asks
+        fl.margin_ranking_loss(x, np.ones(3), x)
     with pytest.raises(ValueError, match="target"):
         fl.hinge_embedding_loss(y, np.ones(3))
     with pytest.raises(ValueError, match="centers"):

@@ -64,9 +64,23 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
     return _reduce(loss, reduction)
 
 
+def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
+    """Hadsell, Chopra and LeCun's loss with torch's pairwise_distance (eps 1e-6)."""
+    d = torch.pairwise_distance(input1, input2)
+    return _reduce(0.5 * (target * d * d + (1 - target) * torch.clamp_min(margin - d, 0) ** 2),
+                   reduction)
+
+
+def center_loss(features, target, centers, reduction="mean"):
+    """Wen et al.'s center loss: 0.5 ||x_i - c_{y_i}||^2 per row."""
+    diff = features - centers[target]
+    return _reduce(0.5 * (diff * diff).sum(-1), reduction)
+
+
 # What each loss is checked against: torch's function, or the definition above.
 REFERENCE = {**TORCH, "hinge_loss": hinge_loss, "msle_loss": msle_loss,
-             "log_cosh_loss": log_cosh_loss, "sigmoid_focal_loss": sigmoid_focal_loss}
+             "log_cosh_loss": log_cosh_loss, "sigmoid_focal_loss": sigmoid_focal_loss,
+             "contrastive_loss": contrastive_loss, "center_loss": center_loss}
 
 
 def grad_names(loss_name, tensors):
@@ -222,6 +236,51 @@ def gaussian_case(shape=(6, 3), var="full", **options):
     return build
 
 
+def rows_case(names=("input1", "input2"), shape=(6, 5), target=None, **options):
+    """Rows of embeddings (the pairs family), each partner near the first row array;
+    target per row: "binary" (0/1), "sign" (-1/1 and a 0), "sign_long" (int64), or None."""
+    def build(dtype, g):
+        first = torch.randn(shape, generator=g, dtype=torch.float64)
+        tensors = {names[0]: first.to(dtype)}
+        for name in names[1:]:
+            partner = first + 0.8 * torch.randn(shape, generator=g, dtype=torch.float64)
+            tensors[name] = partner.to(dtype)
+        if target is not None:
+            y = torch.rand(shape[:-1], generator=g, dtype=torch.float64).round()
+            if target != "binary":
+                y = 2 * y - 1
+                if target == "sign" and y.dim():
+                    y[0] = 0  # neither label: torch gives it loss 0
+            tensors["target"] = y.long() if target == "sign_long" else y.to(dtype)
+        return tensors, dict(options)
+    return build
+
+
+def ranking_case(names=("input1", "input2"), shapes=((7, 3), (7, 3)), target_shape=(7, 3),
+                 values=(-1.0, 1.0), long=False, **options):
+    """margin_ranking / hinge_embedding: operands of `shapes` (broadcast as torch), a
+    target of `target_shape` drawn from `values`."""
+    def build(dtype, g):
+        tensors = {name: torch.randn(shape, generator=g, dtype=torch.float64).mul(1.5).to(dtype)
+                   for name, shape in zip(names, shapes)}
+        pick = torch.randint(0, len(values), target_shape, generator=g)
+        y = torch.tensor(values, dtype=torch.float64)[pick]
+        tensors["target"] = y.long() if long else y.to(dtype)
+        return tensors, dict(options)
+    return build
+
+
+def center_case(shape=(9, 5), classes=4):
+    """Features near their class centres; the last class has no rows."""
+    def build(dtype, g):
+        centers = torch.randn(classes, shape[-1], generator=g, dtype=torch.float64)
+        target = torch.randint(0, classes - 1, shape[:-1], generator=g)
+        x = centers[target] + 0.5 * torch.randn(shape, generator=g, dtype=torch.float64)
+        return {"features": x.to(dtype), "target": target, "centers": centers.to(dtype)}, {}
+    return build
+
+
+TRIPLET = ("anchor", "positive", "negative")
 CASES = {
     "cross_entropy": {
         "plain": ce_case(),
@@ -289,6 +348,41 @@ CASES = {
                           "middle_var": gaussian_case(shape=(2, 3, 4), var="middle"),
                           "float_var": gaussian_case(var="float"),
                           "full_eps": gaussian_case(full=True, eps=0.3)},
+    "contrastive_loss": {"plain": rows_case(target="binary"),
+                         "margin": rows_case(target="binary", margin=2.5),
+                         "one_pair": rows_case(shape=(5,), target="binary")},
+    "cosine_embedding_loss": {"plain": rows_case(target="sign"),
+                              "margin": rows_case(target="sign", margin=0.2),
+                              "negative_margin": rows_case(target="sign", margin=-0.3),
+                              "long_target": rows_case(target="sign_long", margin=0.1),
+                              "one_pair": rows_case(shape=(5,), target="sign_long")},
+    "triplet_margin_loss": {"plain": rows_case(TRIPLET), "p1": rows_case(TRIPLET, p=1),
+                            "p3": rows_case(TRIPLET, p=3, margin=0.5),
+                            "p05": rows_case(TRIPLET, p=0.5),
+                            "p_inf": rows_case(TRIPLET, p=math.inf),
+                            "swap": rows_case(TRIPLET, swap=True, margin=2.0),
+                            "swap_p_inf": rows_case(TRIPLET, swap=True, p=math.inf),
+                            "eps0_p1": rows_case(TRIPLET, eps=0.0, p=1),
+                            "one_triplet": rows_case(TRIPLET, shape=(5,))},
+    "margin_ranking_loss": {"plain": ranking_case(), "margin": ranking_case(margin=0.4),
+                            "negative_margin": ranking_case(margin=-0.5),
+                            "1d": ranking_case(shapes=((9,), (9,)), target_shape=(9,)),
+                            "broadcast": ranking_case(shapes=((7, 1), (1, 3)), margin=0.2),
+                            "broadcast_target": ranking_case(target_shape=(7, 1)),
+                            "broadcast_input1": ranking_case(shapes=((1, 3), (7, 3)))},
+    "hinge_embedding_loss": {"plain": ranking_case(("input",), ((7, 3),)),
+                             "margin": ranking_case(("input",), ((7, 3),), margin=0.3),
+                             "other_labels": ranking_case(("input",), ((7, 3),),
+                                                          values=(-1.0, 1.0, 0.5, 0.0)),
+                             "long_target": ranking_case(("input",), ((7, 3),), long=True),
+                             "broadcast_input": ranking_case(("input",), ((3,),)),
+                             "broadcast_target": ranking_case(("input",), ((7, 3),),
+                                                              target_shape=(7, 1)),
+                             "broadcast_both": ranking_case(("input",), ((7, 1, 3),),
+                                                            target_shape=(2, 1))},
+    "center_loss": {"plain": center_case(), "many_classes": center_case(shape=(12, 4),
+                                                                        classes=20),
+                    "one_row": center_case(shape=(5,))},
 }
 ALL_CASES = [(loss, name) for loss in CASES for name in CASES[loss]]
 
@@ -371,7 +465,9 @@ LEGACY = [(loss, case) for loss, case in [
     ("multilabel_soft_margin_loss", "weight"), ("binary_cross_entropy", "weight_row"),
     ("binary_cross_entropy_with_logits", "pos_weight"), ("soft_margin_loss", "plain"),
     ("kl_div", "plain"), ("mse_loss", "weight"), ("l1_loss", "weight"),
-    ("smooth_l1_loss", "beta_small"), ("poisson_nll_loss", "full")]]
+    ("smooth_l1_loss", "beta_small"), ("poisson_nll_loss", "full"),
+    ("cosine_embedding_loss", "margin"), ("triplet_margin_loss", "swap"),
+    ("margin_ranking_loss", "margin"), ("hinge_embedding_loss", "margin")]]
 
 
 @pytest.mark.parametrize("loss_name,case", LEGACY)
@@ -423,6 +519,14 @@ GRADCHECK = {
     "poisson_nll_loss": [poisson_case(full=True), poisson_case(log_input=False)],
     "gaussian_nll_loss": [gaussian_case(full=True), gaussian_case(var="row"),
                           gaussian_case(shape=(2, 3, 4), var="middle")],
+    "contrastive_loss": [rows_case(target="binary", margin=2.0)],
+    "cosine_embedding_loss": [rows_case(target="sign", margin=0.1)],
+    "triplet_margin_loss": [rows_case(TRIPLET, p=3, swap=True, margin=2.0),
+                            rows_case(TRIPLET, p=math.inf, margin=1.5)],
+    "margin_ranking_loss": [ranking_case(margin=0.3), ranking_case(shapes=((7, 1), (1, 3)))],
+    "hinge_embedding_loss": [ranking_case(("input",), ((7, 3),), margin=0.8),
+                             ranking_case(("input",), ((3,),), margin=0.8)],
+    "center_loss": [center_case()],
 }
 
 
@@ -734,6 +838,35 @@ FALLBACKS = {
                      {}, (), "input has layout torch.sparse_coo"),
     "float ignore_index": ("cross_entropy", {"input": f64(4, 3), "target": torch.tensor([0, 2, 1, 1])},
                            {"ignore_index": 1.0}, ("input",), "ignore_index of type float"),
+    "cosine broadcast partner": ("cosine_embedding_loss",
+                                 {"input1": f64(4, 3), "input2": f64(1, 3, seed=1),
+                                  "target": torch.tensor([1.0, -1.0, 1.0, -1.0],
+                                                         dtype=torch.float64)},
+                                 {}, ("input1", "input2"),
+                                 "input2 shape differs from input's (torch broadcasts)"),
+    "cosine int32 target": ("cosine_embedding_loss",
+                            {"input1": f64(4, 3), "input2": f64(4, 3, seed=1),
+                             "target": torch.tensor([1, -1, 1, -1], dtype=torch.int32)},
+                            {}, ("input1", "input2"),
+                            "target dtype torch.int32 with input dtype torch.float64"),
+    "triplet broadcast": ("triplet_margin_loss",
+                          {"anchor": f64(4, 3), "positive": f64(1, 3, seed=1),
+                           "negative": f64(4, 3, seed=2)},
+                          {}, TRIPLET, "positive shape differs from input's (torch broadcasts)"),
+    "triplet p <= 0": ("triplet_margin_loss",
+                       {"anchor": f64(4, 3), "positive": f64(4, 3, seed=1),
+                        "negative": f64(4, 3, seed=2)},
+                       {"p": -1.0}, TRIPLET, "rejected by fastloss: ValueError"),
+    "margin_ranking target requires grad": ("margin_ranking_loss",
+                                            {"input1": f64(5), "input2": f64(5, seed=1),
+                                             "target": f64(5, seed=2).sign()},
+                                            {}, ("input1", "input2", "target"),
+                                            "target requires grad"),
+    "margin_ranking float32 target": ("margin_ranking_loss",
+                                      {"input1": f64(5), "input2": f64(5, seed=1),
+                                       "target": f64(5, seed=2).sign().float()},
+                                      {}, ("input1", "input2"),
+                                      "target dtype torch.float32 with input dtype torch.float64"),
 }
 
 
@@ -808,6 +941,22 @@ ERRORS = {
                                                  "var": f64(4).abs()}, {"reduction": "avg"}),
     "kl_div reduction": ("kl_div", {"input": f64(4), "target": f64(4).abs()},
                          {"reduction": "avg"}),
+    "triplet margin 0": ("triplet_margin_loss", {"anchor": f64(4, 3), "positive": f64(4, 3),
+                                                 "negative": f64(4, 3)}, {"margin": 0.0}),
+    "triplet 3d": ("triplet_margin_loss", {"anchor": f64(2, 4, 3), "positive": f64(2, 4, 3),
+                                           "negative": f64(2, 4, 3)}, {}),
+    "margin_ranking dimensions": ("margin_ranking_loss",
+                                  {"input1": f64(4, 3), "input2": f64(3), "target": f64(4, 3)},
+                                  {"reduction": "none"}),
+    "margin_ranking shapes": ("margin_ranking_loss",
+                              {"input1": f64(4, 3), "input2": f64(2, 3), "target": f64(4, 3)},
+                              {}),
+    "hinge_embedding shapes": ("hinge_embedding_loss", {"input": f64(4, 3), "target": f64(2)},
+                               {"reduction": "none"}),
+    "cosine target shape": ("cosine_embedding_loss", {"input1": f64(4, 3), "input2": f64(4, 3),
+                                                      "target": f64(4, 1)}, {}),
+    "cosine 3d": ("cosine_embedding_loss", {"input1": f64(2, 4, 3), "input2": f64(2, 4, 3),
+                                            "target": f64(2, 4)}, {}),
 }
 
 
@@ -922,6 +1071,13 @@ MODULES = [
     ("PoissonNLLLoss", dict(log_input=False, full=True, eps=1e-3), "rate"),
     ("GaussianNLLLoss", dict(full=True), "gauss"),
     ("GaussianNLLLoss", dict(eps=0.1, reduction="none"), "gauss_row"),
+    ("CosineEmbeddingLoss", dict(margin=0.3), "cosine"),
+    ("CosineEmbeddingLoss", dict(reduction="none"), "cosine"),
+    ("TripletMarginLoss", dict(margin=0.5, p=1.0, swap=True), "triplet"),
+    ("TripletMarginLoss", dict(p=math.inf, reduction="sum"), "triplet"),
+    ("MarginRankingLoss", dict(margin=0.2, reduction="none"), "ranking"),
+    ("MarginRankingLoss", dict(size_average=False), "ranking"),
+    ("HingeEmbeddingLoss", dict(margin=2.0), "sign"),
 ]
 
 
@@ -944,6 +1100,15 @@ def module_data(kind, dtype):
         return x.log_softmax(1), (p.log() if kind == "kl_log" else p,)
     if kind == "rate":
         return x.abs() + 0.1, (torch.randint(0, 5, (6, 3), generator=g).to(dtype),)
+    if kind == "cosine":
+        return x, (x + torch.randn(6, 3, generator=g, dtype=dtype),
+                   torch.rand(6, generator=g, dtype=dtype).round() * 2 - 1)
+    if kind == "triplet":
+        return x, (x + 0.5 * torch.randn(6, 3, generator=g, dtype=dtype),
+                   torch.randn(6, 3, generator=g, dtype=dtype))
+    if kind == "ranking":
+        return x, (torch.randn(6, 3, generator=g, dtype=dtype),
+                   torch.rand(6, 3, generator=g, dtype=dtype).round() * 2 - 1)
     if kind in ("gauss", "gauss_row"):
         var_shape = (6, 3) if kind == "gauss" else (6,)
         return x, (torch.randn(6, 3, generator=g, dtype=dtype),
@@ -1008,6 +1173,33 @@ def test_modules_without_torch_twin(class_name, kwargs):
     la.sum().backward()
     lb.sum().backward()
     torch.testing.assert_close(a.grad, b.grad, **TOL[torch.float64])
+    assert ft.fallback_counts() == {}
+
+
+@pytest.mark.parametrize("class_name,kwargs", [
+    ("ContrastiveLoss", dict()), ("ContrastiveLoss", dict(margin=2.0, reduction="none")),
+    ("CenterLoss", dict()), ("CenterLoss", dict(reduction="sum"))])
+def test_pair_modules_without_torch_twin(class_name, kwargs):
+    """ContrastiveLoss and CenterLoss: the function's options as constructor arguments
+    with its defaults; forward takes the function's tensors (both gradients reach them)."""
+    import inspect
+    cls = getattr(ft, class_name)
+    loss = next(entry for entry in ft._LOSSES if entry.module and entry.module[0] == class_name)
+    assert issubclass(cls, torch.nn.modules.loss._Loss)
+    params = inspect.signature(cls).parameters
+    func_params = inspect.signature(loss.function).parameters
+    assert list(params) == list(loss.module[1])
+    assert all(params[n].default == func_params[n].default for n in params)
+    module = cls(**kwargs)
+    assert module.reduction == kwargs.get("reduction", "mean") and module.state_dict() == {}
+    build = rows_case(target="binary") if class_name == "ContrastiveLoss" else center_case()
+    tensors, _ = build(torch.float64, gen(6))
+    names = grad_names(loss.name, tensors)
+    ours, our_grads = run(lambda **kw: module(*kw.values()), tensors, {}, names)
+    theirs, their_grads = run(REFERENCE[loss.name], tensors, kwargs, names)
+    torch.testing.assert_close(ours, theirs, **TOL[torch.float64])
+    for name in names:
+        torch.testing.assert_close(our_grads[name], their_grads[name], **TOL[torch.float64])
     assert ft.fallback_counts() == {}
 
 
@@ -1171,6 +1363,24 @@ def elementwise_losses(out, t):
                * t[:, 1:]).sum())
 
 
+def pairs_losses(out, t):
+    """Every pairs loss on one (8, 4) output; t in [0, 1)."""
+    sign = t.round() * 2 - 1
+    a, b = out[:4], out[4:]
+    classes = (t[:, 0] * 3).long()
+    centers = t[:3] * 2
+    return (ft.contrastive_loss(a, b, t[:4, 0].round(), margin=1.5)
+            + ft.cosine_embedding_loss(a, b, sign[:4, 0], margin=0.1)
+            + ft.triplet_margin_loss(a, b, out[2:6], p=1, swap=True)
+            + ft.triplet_margin_loss(a, b, out[2:6], p=math.inf, reduction="sum")
+            + ft.margin_ranking_loss(out, t, sign, margin=0.2, reduction="sum")
+            + ft.hinge_embedding_loss(out, sign[:, :1], margin=0.5)
+            + ft.center_loss(out, classes, centers)
+            + (ft.margin_ranking_loss(out[:, :1], out[:1], sign, reduction="none") * t).sum())
+
+
+FAMILIES["pairs"] = (lambda: torch.nn.Linear(5, 4), pairs_losses,
+                     lambda g: torch.rand(8, 4, generator=g, dtype=torch.float64))
 FAMILIES["class_rows"] = (lambda: torch.nn.Linear(5, 4), class_rows_losses,
                           lambda g: torch.randint(0, 4, (8,), generator=g))
 FAMILIES["elementwise"] = (lambda: torch.nn.Linear(5, 4), elementwise_losses,
@@ -1181,7 +1391,9 @@ FAMILY_OPS = {"cross_entropy": ["cross_entropy"], "bce": ["binary_cross_entropy_
               "elementwise": ["binary_cross_entropy", "soft_margin_loss", "hinge_loss",
                               "sigmoid_focal_loss", "kl_div", "l1_loss", "mse_loss",
                               "huber_loss", "smooth_l1_loss", "msle_loss", "log_cosh_loss",
-                              "poisson_nll_loss", "gaussian_nll_loss"]}
+                              "poisson_nll_loss", "gaussian_nll_loss"],
+              "pairs": ["contrastive_loss", "cosine_embedding_loss", "triplet_margin_loss",
+                        "margin_ranking_loss", "hinge_embedding_loss", "center_loss"]}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -132,6 +132,10 @@ LOSSES = {
     "triplet": Loss("triplet margin", "triplet_margin_loss", pairs=3,
                     torch="triplet_margin_loss"),
     "center": Loss("center loss", "center_loss", pairs=1),
+    "margin-ranking": Loss("margin ranking", "margin_ranking_loss", pairs=2, target="sign",
+                           torch="margin_ranking_loss"),
+    "hinge-embedding": Loss("hinge embedding", "hinge_embedding_loss", pairs=1, target="sign",
+                            torch="hinge_embedding_loss"),
 }
 # Center loss's table of class centres in the metric-learning cases.
 PAIRS_CENTERS = 1000
@@ -193,7 +197,9 @@ class Case:
             return 2 * self.size * item + self.shape[0] * 8 + 2 * PAIRS_CENTERS * self.shape[1] * item
         if spec.pairs:
             # each row array read and its gradient written, plus the float targets
+            # (element losses, target "sign": one per element)
             return 2 * spec.pairs * self.size * item + (
+                self.size * item if spec.target == "sign" else
                 self.shape[0] * item if self.loss != "triplet" else 0)
         if spec.target == "labels":
             return 2 * self.size * item + self.shape[0] * 8  # logits + gradient + int64 labels
@@ -370,6 +376,8 @@ def _pairs_data(case: Case, spec: Loss, rng: np.random.Generator) -> dict[str, A
             args = (*rows, rng.integers(0, 2, n).astype(case.dtype))
         elif case.loss == "cosine":
             args = (*rows, rng.choice([-1.0, 1.0], n).astype(case.dtype))
+        elif spec.target == "sign":  # element losses: a -1/1 target per element
+            args = (*rows, _operand("sign", case.shape, case.dtype, rng))
         else:
             args = tuple(rows)
         grads = tuple(np.empty_like(r) for r in rows)
@@ -383,8 +391,9 @@ def _fastloss_call(case: Case, data: dict, n_threads: int, out: bool) -> Callabl
     func = getattr(fastloss, spec.function + "_with_grad")
     if spec.pairs:
         pair_args, grads = data["args"], data["grads"]
-        if out:
-            return lambda: func(*pair_args, out=grads, n_threads=n_threads)
+        if out:  # (one gradient: out is the array itself)
+            out_arg = grads if len(grads) > 1 else grads[0]
+            return lambda: func(*pair_args, out=out_arg, n_threads=n_threads)
         return lambda: func(*pair_args, n_threads=n_threads)
     x, target, args, kwargs = data["x"], data["target"], data["args"], spec.kwargs
     if out:

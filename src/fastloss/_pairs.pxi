@@ -9,8 +9,8 @@
 # either has a tag in PairsTag, dispatched in pairs_block and run_pairs_kind,
 # and its code in PairsLoss. Element losses run as rows of one element in
 # blocks of ELEMENT_BLOCK. center_loss has a pass of its own (center_classes):
-# its centre gradient is a scatter-add, done class by class in row order so
-# that its bits do not depend on the threads.
+# its centre gradient is a scatter-add into (C, D) sums in double, each class
+# summed in row order by one thread, so that its bits do not depend on the threads.
 from libc.math cimport pow
 from libc.stdlib cimport calloc
 
@@ -18,18 +18,18 @@ cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define FASTLOSS_PREFETCH(p) __builtin_prefetch(p)
+    #define FASTLOSS_PREFETCH_WRITE(p) __builtin_prefetch(p, 1)
     #else
     #define FASTLOSS_PREFETCH(p) ((void)(p))
+    #define FASTLOSS_PREFETCH_WRITE(p) ((void)(p))
     #endif
     """
     void prefetch "FASTLOSS_PREFETCH"(const void* p) noexcept nogil
+    void prefetch_write "FASTLOSS_PREFETCH_WRITE"(const void* p) noexcept nogil
 
 cdef enum:
-    # center_loss reads the rows of a class scattered over the features: it asks
-    # for the row this many places ahead in class order (cache lines of 64 bytes).
-    # N = 65536, D = 128 float32, 1000 classes in random order: 200 ms without it
-    # on a loaded machine (38 ms for rows sorted by class then), 24-50 ms with it
-    # (21 ms sorted by class).
+    # center_loss reaches each row's centre and its (C, D) sums at random: it asks
+    # for those of the row this many places ahead (cache lines of 64 bytes).
     CENTER_PREFETCH_ROWS = 4
     CACHE_LINE = 64
     # Row blocks hold about this many elements of the first array (at least one
@@ -47,10 +47,11 @@ cpdef enum PairsLoss:
 
 cdef enum:
     # How a distance raises |u| to p: the common p = 1, 2 keep their loops free
-    # of pow (and p = 2 vectorised).
+    # of pow (and p = 2 vectorised); p = inf is the largest |u|.
     POWER_ANY = 0
     POWER_ONE = 1
     POWER_TWO = 2
+    POWER_INF = 3
 
 # torch's cosine_embedding_loss adds this to both squared norms.
 cdef double COSINE_EPS = 1e-12
@@ -114,41 +115,61 @@ cdef inline double distance_sum(const floating* a, const floating* b, floating e
     return total
 
 
-cdef inline void dot3_lanes(const floating* a, const floating* b, Py_ssize_t n,
-                            double* sums) noexcept nogil:
-    """sums = (a.b, a.a, b.b) in double from one pass over the two rows, each in
-    sum_lanes' order (dot_lanes' zero guard is not wanted: torch's sums have none)."""
-    cdef double ab[LANES]
-    cdef double aa[LANES]
-    cdef double bb[LANES]
-    cdef double x, y
+cdef inline double products_sum(const floating* a, const floating* b,
+                                Py_ssize_t n) noexcept nogil:
+    """sum_j a[j] b[j] in double, in sum_lanes' order (without dot_lanes' zero
+    guard: torch's sums have none). cosine_embedding_row takes its three sums
+    from three calls, the second and third over rows already in L1: one
+    accumulator array vectorises, while three in one loop (48 doubles) spilled to
+    the stack and stayed scalar (perf: vcvtss2sd/vfmadd213sd on the stack, 112 ms
+    at 65536x128 float32, 3.7x the copy)."""
+    cdef double acc[LANES]
+    cdef double total = 0
     cdef Py_ssize_t i, lane
-    sums[0] = sums[1] = sums[2] = 0
     if n < LANES:
         for i in range(n):
-            x, y = a[i], b[i]
-            sums[0] += x * y
-            sums[1] += x * x
-            sums[2] += y * y
-        return
+            total += <double>a[i] * b[i]
+        return total
     for lane in range(LANES):
-        x, y = a[lane], b[lane]
-        ab[lane], aa[lane], bb[lane] = x * y, x * x, y * y
+        acc[lane] = <double>a[lane] * b[lane]
     i = LANES
     while i + LANES <= n:
         for lane in range(LANES):
-            x, y = a[i + lane], b[i + lane]
-            ab[lane] += x * y
-            aa[lane] += x * x
-            bb[lane] += y * y
+            acc[lane] += <double>a[i + lane] * b[i + lane]
         i += LANES
-    sums[0], sums[1], sums[2] = combine_lanes(ab), combine_lanes(aa), combine_lanes(bb)
+    total = combine_lanes(acc)
     while i < n:
-        x, y = a[i], b[i]
-        sums[0] += x * y
-        sums[1] += x * x
-        sums[2] += y * y
+        total += <double>a[i] * b[i]
         i += 1
+    return total
+
+
+cdef inline floating distance_max(const floating* a, const floating* b, floating eps,
+                                  Py_ssize_t n) noexcept nogil:
+    """max_j |a[j] - b[j] + eps| (exact in the input's precision), NaN if any term
+    is NaN, as torch's inf-norm."""
+    cdef floating zero = 0, m = 0, u
+    cdef Py_ssize_t j
+    for j in range(n):
+        u = a[j] - b[j] + eps
+        u = -u if u < zero else u
+        m = u if (u > m) | (u != u) | (m != m) else m
+    return m
+
+
+cdef inline floating inf_factor(const floating* a, const floating* b, floating eps, floating norm,
+                                Py_ssize_t n) noexcept nogil:
+    """torch's backward of the inf-norm splits the gradient evenly over the terms
+    where |u_j| == ||u||_inf (or u_j is NaN): 1 / their count, and 0 at ||u|| = 0
+    (as norm_factor)."""
+    cdef floating zero = 0, one = 1, u
+    cdef Py_ssize_t j, ties = 0
+    if norm == zero:
+        return zero
+    for j in range(n):
+        u = a[j] - b[j] + eps
+        ties += ((-u if u < zero else u) == norm) | (u != u)
+    return one / <floating>ties
 
 
 cdef inline floating pair_distance(const floating* a, const floating* b, floating eps, int power,
@@ -156,6 +177,8 @@ cdef inline floating pair_distance(const floating* a, const floating* b, floatin
     """||a - b + eps||_p, rounded to the input's precision as torch's norm returns
     it. Each branch passes its power as a literal, so that distance_sum's loop is
     compiled for it (pow_abs's branch folded away) and vectorises for p = 1, 2."""
+    if power == POWER_INF:
+        return distance_max(a, b, eps, n)
     if power == POWER_TWO:
         return <floating>sqrt(distance_sum(a, b, eps, POWER_TWO, 2.0, n))
     if power == POWER_ONE:
@@ -172,19 +195,23 @@ cdef inline floating norm_factor(floating norm, int power, double p) noexcept no
         return zero
     if power == POWER_TWO:
         return one / norm
-    if power == POWER_ONE:
+    if power == POWER_ONE or power == POWER_INF:  # (inf: inf_factor's share, applied apart)
         return one
     return <floating>pow(norm, 1.0 - p)
 
 
-cdef inline floating norm_slope(floating u, floating k, int power, double p) noexcept nogil:
+cdef inline floating norm_slope(floating u, floating k, floating norm, int power,
+                               double p) noexcept nogil:
     """d||u||_p / du_j for one u_j, given norm_factor's k; 0 where u_j = 0 (as
-    torch's masked |u|^(p-1) for p < 1)."""
+    torch's masked |u|^(p-1) for p < 1). For p = inf, sign(u_j) k on the terms
+    that attain the norm (k: inf_factor's share), 0 elsewhere."""
     cdef floating zero = 0, a = -u if u < 0 else u
     if power == POWER_TWO:
         return u * k
     if power == POWER_ONE:
         return sign_of(u) * k
+    if power == POWER_INF:
+        return sign_of(u) * k if (a == norm) | (u != u) else zero
     return zero if u == zero else sign_of(u) * <floating>pow(a, p - 1.0) * k
 
 
@@ -223,14 +250,12 @@ cdef inline double cosine_embedding_row(const floating* a, const floating* b, Py
     The sums run in double, the rest in the input's precision as in torch (so a
     pair exactly at the margin there is at it here). d cos / da = b / den - cos a / s_a."""
     cdef floating zero = 0, one = 1, eps = <floating>COSINE_EPS
-    cdef double sums[3]
     cdef floating s_a, s_b, den, cos, z, loss = zero, slope = zero, c, inv_den, ca, cb
     cdef Py_ssize_t j
-    dot3_lanes(a, b, D, sums)
-    s_a = <floating>sums[1] + eps
-    s_b = <floating>sums[2] + eps
+    s_a = <floating>products_sum(a, a, D) + eps
+    s_b = <floating>products_sum(b, b, D) + eps
     den = sqrt(s_a * s_b)
-    cos = <floating>sums[0] / den
+    cos = <floating>products_sum(a, b, D) / den
     z = cos - <floating>o.margin
     if y == one:
         loss = one - cos
@@ -277,6 +302,11 @@ cdef inline double triplet_margin_row(const floating* a, const floating* pos, co
         k_neg = norm_factor(d_neg, power, p)
         if o.swap:
             k_swap = norm_factor(d_swap, power, p)
+        if power == POWER_INF:
+            k_pos = inf_factor(a, pos, eps, d_pos, D)
+            k_neg = inf_factor(a, neg, eps, d_neg, D)
+            if o.swap:
+                k_swap = inf_factor(pos, neg, eps, d_swap, D)
         if power == POWER_TWO:
             # The slopes are u k: branch-free loops that vectorise (without swap the
             # third term is 0 * u, u finite where the distances are). One loop per
@@ -291,10 +321,10 @@ cdef inline double triplet_margin_row(const floating* a, const floating* pos, co
                 gn[j] = k_neg * (a[j] - neg[j] + eps) + k_swap * (pos[j] - neg[j] + eps)
             return zero if z < zero else z
         for j in range(D):
-            s_pos = norm_slope(a[j] - pos[j] + eps, k_pos, power, p)
-            s_neg = w_neg * norm_slope(a[j] - neg[j] + eps, k_neg, power, p)
+            s_pos = norm_slope(a[j] - pos[j] + eps, k_pos, d_pos, power, p)
+            s_neg = w_neg * norm_slope(a[j] - neg[j] + eps, k_neg, d_neg, power, p)
             if o.swap:
-                s_swap = w_swap * norm_slope(pos[j] - neg[j] + eps, k_swap, power, p)
+                s_swap = w_swap * norm_slope(pos[j] - neg[j] + eps, k_swap, d_swap, power, p)
             ga[j] = c * (s_pos - s_neg)
             gp[j] = c * (-s_pos - s_swap)
             gn[j] = c * (s_neg + s_swap)
@@ -508,7 +538,7 @@ def pairs_loss(PairsLoss kind, input, second, third, target, int reduction, doub
     differentiable arrays') the gradients of sum(grad_output * loss) (per-row
     `grad_output_rows` (N,) for "none"). No output may overlap an input or
     another output. "mean" divides by N. The keyword options are the losses'
-    (`p` > 0 finite: the triplet's distance). Returns the reduced loss as a
+    (`p` > 0, inf included: the triplet's distance). Returns the reduced loss as a
     NumPy scalar of input's dtype (None for "none").
     """
     cdef int typenum = float_typenum(input, "input")
@@ -531,8 +561,8 @@ def pairs_loss(PairsLoss kind, input, second, third, target, int reduction, doub
     if (third is None) != (kind != TRIPLET_MARGIN) or (target is None) != (kind == TRIPLET_MARGIN):
         raise ValueError("third, target: triplet takes a third array and no target, "
                          "the others a target")
-    if kind == TRIPLET_MARGIN and not (0 < p < INFINITY):
-        raise ValueError(f"p: expected a finite positive value, got {p}")
+    if kind == TRIPLET_MARGIN and not p > 0:
+        raise ValueError(f"p: expected a positive value (inf included), got {p}")
     if kind != HINGE_EMBEDDING and (grad1 is None) != (grad2 is None):
         raise ValueError("grad1, grad2: give the gradients of all arrays or of none")
     if kind == TRIPLET_MARGIN and (grad1 is None) != (grad3 is None):
@@ -567,7 +597,8 @@ def pairs_loss(PairsLoss kind, input, second, third, target, int reduction, doub
         1, min(<Py_ssize_t>PAIRS_MAX_BLOCK_ROWS, PAIRS_BLOCK_ELEMS // max(dim, 1)))
     call.margin = margin
     call.p = p
-    call.power = POWER_TWO if p == 2 else (POWER_ONE if p == 1 else POWER_ANY)
+    call.power = (POWER_TWO if p == 2 else POWER_ONE if p == 1 else
+                  POWER_INF if p == INFINITY else POWER_ANY)
     call.eps = eps
     call.swap = swap
     call.scale = grad_output
@@ -596,8 +627,8 @@ cdef struct Centers:
     void* grad                    # (N, D) features' gradient, or NULL
     void* grad_centers            # (C, D) centres' gradient, or NULL
     double* losses                # (N,) per-row losses in double, for the sum
-    const int64_t* order          # the rows sorted by class, stably
-    const int64_t* starts         # (C + 1,) class j's rows are order[starts[j]:starts[j+1]]
+    double* acc                   # (C, D) each centre's sum over its rows, in double
+    const int64_t* counts         # (C,) rows per class (center_update)
     Py_ssize_t n_rows
     Py_ssize_t dim
     Py_ssize_t n_classes
@@ -606,34 +637,51 @@ cdef struct Centers:
     bint update
 
 
-cdef void center_class(const floating* x, const Centers* call, Py_ssize_t j,
-                       double* acc) noexcept nogil:
-    """Class j's rows in row order (so the centre's sums have one order whatever
-    the threads): their losses 0.5 ||x_i - c_j||^2 and gradients s_i (x_i - c_j),
-    and the centre's gradient -sum_i s_i (x_i - c_j) summed in double in `acc`
-    (D scratch); or, for center_update, c_j -= alpha sum_i (c_j - x_i) / (1 + n_j)."""
-    cdef floating* c = <floating*>call.centers + j * call.dim
+cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
+                      Py_ssize_t hi) noexcept nogil:
+    """The rows of classes [lo, hi), in row order: their losses 0.5 ||x_i - c_j||^2
+    and gradients s_i (x_i - c_j), each summed into its centre's acc row (in
+    double); then those classes' centre gradients -acc_j, or for center_update
+    c_j -= alpha acc_j / (1 + n_j) with acc_j = sum_i (c_j - x_i).
+
+    Every class's sum runs over its rows in row order whatever [lo, hi) is, so
+    the bits do not depend on how the classes are split over threads. The rows
+    are read (and their gradients written) in memory order: the features stream
+    once, and only the (C, D) table and its sums (L2/L3) are reached at random,
+    prefetched CENTER_PREFETCH_ROWS rows ahead (perf showed the loads of the sums
+    stalling without). 65536x128 float32, 1000 classes, bench --pairs: 82.5 ms
+    (5.2x the copy) sorted by class with the features' rows prefetched, 24 ms
+    (2.9x) in row order, ~20 ms with the prefetch (loaded machine, +-20%)."""
+    cdef const floating* centers = <const floating*>call.centers
     cdef const floating* rows_scale = <const floating*>call.grad_scale_rows
     cdef floating* loss_rows = <floating*>call.loss_rows
     cdef floating* grad = <floating*>call.grad
     cdef floating* grad_centers = <floating*>call.grad_centers
+    cdef floating* c_update = <floating*>call.centers
     cdef const floating* xi
-    cdef const char* ahead
+    cdef const floating* c
     cdef floating* g
+    cdef double* acc
     cdef floating s, zero = 0
-    cdef Py_ssize_t D = call.dim, k, q, i, line, count = call.starts[j + 1] - call.starts[j]
+    cdef Py_ssize_t D = call.dim, i, j, k, ahead, line
     cdef double loss, factor, zero_d = 0
-    for k in range(D):
-        acc[k] = 0
-    for q in range(call.starts[j], call.starts[j + 1]):
-        i = call.order[q]
-        xi = x + i * D
-        if q + CENTER_PREFETCH_ROWS < call.n_rows:
-            ahead = <const char*>(x + call.order[q + CENTER_PREFETCH_ROWS] * D)
+    for i in range(call.n_rows):
+        j = call.target[i]
+        if j < lo or j >= hi:
+            continue
+        if i + CENTER_PREFETCH_ROWS < call.n_rows:
+            ahead = call.target[i + CENTER_PREFETCH_ROWS] * D
             line = 0
             while line < D * <Py_ssize_t>sizeof(floating):
-                prefetch(ahead + line)
+                prefetch(<const char*>(centers + ahead) + line)
                 line += CACHE_LINE
+            line = 0
+            while line < D * <Py_ssize_t>sizeof(double):
+                prefetch_write(<const char*>(call.acc + ahead) + line)
+                line += CACHE_LINE
+        xi = x + i * D
+        c = centers + j * D
+        acc = call.acc + j * D
         if call.update:
             for k in range(D):
                 acc[k] += <double>c[k] - xi[k]
@@ -647,66 +695,68 @@ cdef void center_class(const floating* x, const Centers* call, Py_ssize_t j,
             g = grad + i * D
             for k in range(D):
                 g[k] = s * (xi[k] - c[k])
-                acc[k] += g[k]
-    if call.update:
-        if count > 0:
-            factor = call.alpha / (1.0 + count)
             for k in range(D):
-                c[k] = <floating>(c[k] - factor * acc[k])
-    elif grad_centers != NULL:
-        for k in range(D):
-            # 0 - acc, not -acc: a class without rows gets +0, as torch's index_add.
-            grad_centers[j * D + k] = <floating>(zero_d - acc[k])
+                acc[k] += g[k]
+    for j in range(lo, hi):
+        acc = call.acc + j * D
+        if call.update:
+            if call.counts[j] > 0:
+                factor = call.alpha / (1.0 + call.counts[j])
+                for k in range(D):
+                    c_update[j * D + k] = <floating>(c_update[j * D + k] - factor * acc[k])
+        elif grad_centers != NULL:
+            for k in range(D):
+                # 0 - acc, not -acc: a class without rows gets +0, as torch's index_add.
+                grad_centers[j * D + k] = <floating>(zero_d - acc[k])
 
 
-cdef void center_classes_sorted(const floating* x, Centers* call, int64_t* starts,
-                                int64_t* cursor, int64_t* order, double* scratch,
-                                int threads) noexcept nogil:
-    """Sort the rows by class (a counting sort, stable), then center_class for
-    every class, serially or by `threads` OpenMP threads over classes (one
-    fork-join; dynamic, since classes differ in size and each one's sums are
-    its own)."""
-    cdef Py_ssize_t N = call.n_rows, C = call.n_classes, i, j
+cdef void center_split(const floating* x, Centers* call, int64_t* counts, Py_ssize_t* bounds,
+                       int threads) noexcept nogil:
+    """Count the rows of each class, then center_rows serially or, for `threads`
+    OpenMP threads (one fork-join), over `threads` ranges of classes holding about
+    N / threads rows each (each thread reads every target, and only its rows)."""
+    cdef Py_ssize_t N = call.n_rows, C = call.n_classes, i, j, part = 1
+    cdef int64_t seen = 0
     for i in range(N):
-        starts[call.target[i] + 1] += 1
-    for j in range(C):
-        starts[j + 1] += starts[j]
-        cursor[j] = starts[j]
-    for i in range(N):
-        order[cursor[call.target[i]]] = i
-        cursor[call.target[i]] += 1
-    call.order = order
-    call.starts = starts
+        counts[call.target[i]] += 1
+    call.counts = counts
     if threads == 1:
-        for j in range(C):
-            center_class(x, call, j, scratch)
-    else:
-        for j in prange(C, schedule="dynamic", num_threads=threads):
-            center_class(x, call, j, scratch + threadid() * call.dim)
+        center_rows(x, call, 0, C)
+        return
+    bounds[0] = 0
+    for j in range(C):
+        seen += counts[j]
+        if part < threads and seen * threads >= part * N:
+            bounds[part] = j + 1
+            part += 1
+    while part <= threads:
+        bounds[part] = C
+        part += 1
+    for i in prange(threads, schedule="static", num_threads=threads):
+        center_rows(x, call, bounds[i], bounds[i + 1])
 
 
 cdef int center_classes(const floating* x, Centers* call, int n_threads) except -1:
-    """center_classes_sorted with its buffers, the GIL released for big calls."""
+    """center_split with its buffers (the (C, D) sums in double among them), the GIL
+    released for big calls."""
     cdef Py_ssize_t N = call.n_rows, C = call.n_classes, D = call.dim
     cdef int threads = threads_for(N * D, n_threads, C)
-    cdef int64_t* starts = <int64_t*>calloc(C + 1, sizeof(int64_t))
-    cdef int64_t* cursor = <int64_t*>malloc(max(C, 1) * sizeof(int64_t))
-    cdef int64_t* order = <int64_t*>malloc(max(N, 1) * sizeof(int64_t))
-    cdef double* scratch = <double*>malloc(threads * max(D, 1) * sizeof(double))
+    cdef int64_t* counts = <int64_t*>calloc(max(C, 1), sizeof(int64_t))
+    cdef Py_ssize_t* bounds = <Py_ssize_t*>malloc((threads + 1) * sizeof(Py_ssize_t))
+    cdef double* acc = <double*>calloc(max(C * D, 1), sizeof(double))
     cdef PyThreadState* gil
-    if starts == NULL or cursor == NULL or order == NULL or scratch == NULL:
-        free(starts)
-        free(cursor)
-        free(order)
-        free(scratch)
+    if counts == NULL or bounds == NULL or acc == NULL:
+        free(counts)
+        free(bounds)
+        free(acc)
         raise MemoryError()
+    call.acc = acc
     gil = release_gil_if(N * D >= NOGIL_MIN_ELEMS)
-    center_classes_sorted(x, call, starts, cursor, order, scratch, threads)
+    center_split(x, call, counts, bounds, threads)
     restore_gil(gil)
-    free(starts)
-    free(cursor)
-    free(order)
-    free(scratch)
+    free(counts)
+    free(bounds)
+    free(acc)
     return 0
 
 

@@ -5,9 +5,10 @@ rows against a table of class centres (center_loss, center_loss_update).
 
 A loss with several differentiable arrays returns one gradient per array after
 the loss, in argument order, and takes ``out=`` as None or a tuple of one array
-(or None) per gradient. Every partner array must have the first one's shape
-(torch broadcasts the element losses' operands; here, as for mse_loss, a
-mismatch is an error, since it almost always signals a bug).
+(or None) per gradient. The row losses' partner arrays must have the first one's
+shape. The element losses broadcast their operands as torch does (the loss has
+the broadcast shape, each gradient is summed back to its array's shape);
+margin_ranking_loss, as torch's, wants operands of one number of dimensions.
 """
 
 from __future__ import annotations
@@ -48,6 +49,38 @@ def _threads(n_threads: Any) -> int:
     return -1 if n_threads is None else thread_count(n_threads)
 
 
+def _broadcast(arrays: tuple, names: tuple, target: Any, same_ndim: bool):
+    """torch's broadcasting of an element loss's operands: (each array's own
+    shape, the arrays and target broadcast to their common shape). Operands of one
+    shape are returned as they are (no copy); `same_ndim`: margin_ranking_loss's
+    rule that they have one number of dimensions."""
+    operands = [a if type(a) is np.ndarray else np.asarray(a) for a in (*arrays, target)]
+    shapes = [a.shape for a in operands]
+    if all(shape == shapes[0] for shape in shapes):
+        return shapes[:-1], arrays, target
+    names = (*names[:len(arrays)], "target")
+    listing = ", ".join(f"{name} {shape}" for name, shape in zip(names, shapes))
+    if same_ndim and len({len(shape) for shape in shapes}) > 1:
+        raise ValueError(f"{', '.join(names)}: expected one number of dimensions (as torch), "
+                         f"got {listing}")
+    try:
+        common = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"{', '.join(names)}: shapes that broadcast together (as torch), "
+                         f"got {listing}") from None
+    broadcast = [np.broadcast_to(a, common) for a in operands]
+    return shapes[:-1], tuple(broadcast[:-1]), broadcast[-1]
+
+
+def _sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """The gradient of an operand of `shape` broadcast to grad's shape: grad
+    summed (in double) over the axes it was broadcast along, as torch's sum_to."""
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes, dtype=np.float64).reshape(shape).astype(grad.dtype)
+
+
 def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, want_grad, *,
            rows, labels=False, **options):
     """(loss, gradient per array...) of one call of a pairs kernel.
@@ -57,8 +90,12 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
     too where they are only labels compared with 1 and -1 (`labels`: cosine and
     hinge embedding, as torch takes them). Row losses (`rows`) take
     ``(N, D)`` or one pair ``(D,)`` with a target of shape ``(N,)`` or ``()``;
-    element losses any shape, the target of the same shape.
+    element losses any shapes that broadcast together (see _broadcast).
     """
+    own_shapes, originals = None, arrays
+    if not rows:
+        own_shapes, arrays, target = _broadcast(arrays, names, target,
+                                                kind == _K.MARGIN_RANKING)
     first, result_dtype = float_input(arrays[0])
     dtype, shape = first.dtype, first.shape
     code = reduction_code(reduction)
@@ -69,6 +106,8 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
         loss_shape = shape[:-1]
     else:
         loss_shape = shape
+    if own_shapes is None:
+        own_shapes = [shape] * len(arrays)
     operands = [first] + [float_operand(a, name, dtype, shape)
                           for a, name in zip(arrays[1:], names[1:])]
     y = None
@@ -87,19 +126,20 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
 
     outs = _out_tuple(out, len(arrays)) if want_grad else (None,) * len(arrays)
     grads = []
-    for i, (array, buffer) in enumerate(zip(arrays, outs)):
+    for i, (array, buffer) in enumerate(zip(originals, outs)):
         if not want_grad:
             grads.append(None)
             continue
         if buffer is not None:
-            others = tuple(a for j, a in enumerate(arrays) if j != i) + (target, grad_output)
+            others = tuple(a for j, a in enumerate(originals) if j != i) + (target, grad_output)
+            # (a broadcast operand's out has its own shape, the gradient's)
             check_out(buffer, array, result_dtype, others + tuple(
                 b for j, b in enumerate(outs) if j != i))
             # out may not be its own array either: the kernels read every array while writing.
             if np.may_share_memory(buffer, array):
                 raise ValueError(f"out: gradient {i} must not overlap {names[i]}")
         grads.append(buffer if buffer is not None and result_dtype is dtype
-                     else np.empty(shape, dtype))
+                     and own_shapes[i] == shape else np.empty(shape, dtype))
     loss_rows = np.empty(math.prod(loss_shape), dtype) if code == REDUCTION_NONE else None
 
     # The kernels' layout: (N, D) rows, or (n,) elements (explicit N: D may be 0).
@@ -122,7 +162,9 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
     if not want_grad:
         return (loss,)
     results = []
-    for grad, buffer in zip(grads, outs):
+    for grad, buffer, own in zip(grads, outs, own_shapes):
+        if own != shape:
+            grad = _sum_to(grad, own)
         if buffer is not None:
             if grad is not buffer:
                 copy_result(buffer, grad)
@@ -205,8 +247,8 @@ def _triplet_options(margin: Any, p: Any, eps: Any, swap: Any) -> dict:
     if not margin > 0:
         raise ValueError(f"margin: expected a positive value, got {margin}")
     p = option_float(p, "p")
-    if not (p > 0 and math.isfinite(p)):
-        raise ValueError(f"p: expected a finite positive value, got {p}")
+    if not p > 0:
+        raise ValueError(f"p: expected a positive value (inf included), got {p}")
     return {"margin": margin, "p": p, "eps": option_float(eps, "eps"), "swap": bool(swap)}
 
 
@@ -215,10 +257,11 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     r"""Triplet margin loss (``torch.nn.functional.triplet_margin_loss``).
 
     ``l = max(0, margin + d(a, pos) - d(a, neg))`` per row, with the pairwise
-    distance ``d(x, y) = ||x - y + eps||_p``; with ``swap``, ``d(a, neg)`` becomes
+    distance ``d(x, y) = ||x - y + eps||_p`` (``p = inf``: ``max_j |x_j - y_j + eps|``,
+    as torch's ``pairwise_distance``); with ``swap``, ``d(a, neg)`` becomes
     ``min(d(a, neg), d(pos, neg))``. Rows ``(N, D)`` or one triplet ``(D,)``.
-    ``margin <= 0`` is a ValueError (as torch); so are ``p <= 0`` and an infinite
-    ``p`` (unlike torch), and inputs of more than 2 dimensions.
+    ``margin <= 0`` is a ValueError (as torch); so are ``p <= 0`` (unlike torch),
+    and inputs of more than 2 dimensions.
     """
     return _pairs(_K.TRIPLET_MARGIN, (anchor, positive, negative), _TRIPLET_NAMES, None,
                   reduction, None, None, n_threads, False, rows=True,
@@ -234,7 +277,9 @@ def triplet_margin_loss_with_grad(anchor, positive, negative, margin=1.0, p=2, e
     Where ``margin + d_pos - d_neg >= 0`` (at 0 too, as torch's ``clamp_min``),
     ``grad_anchor = g (n_ap - n_an)``, ``grad_positive = -g n_ap``,
     ``grad_negative = g n_an``, where ``n_xy = d ||u||_p / d u`` at ``u = x - y + eps``
-    (``sign(u) |u|^(p-1) / ||u||^(p-1)``, 0 at ``||u|| = 0``); with ``swap`` the
+    (``sign(u) |u|^(p-1) / ||u||^(p-1)``, 0 at ``||u|| = 0``; for ``p = inf``,
+    ``sign(u_j)`` shared evenly by the ``j`` where ``|u_j| = ||u||``, as torch's
+    backward of the inf-norm); with ``swap`` the
     gradient of the smaller distance is taken, half of each at a tie (torch's ``min``).
     ``out`` is None or a triple of arrays (or None).
     """
@@ -250,8 +295,9 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean", *,
     r"""Margin ranking loss (``torch.nn.functional.margin_ranking_loss``).
 
     ``l = max(0, -y (x1 - x2) + margin)`` element by element; ``input1``,
-    ``input2`` and ``target`` (floats, usually in {-1, 1}) of one shape.
-    ``"mean"`` divides by the number of elements.
+    ``input2`` and ``target`` (floats, usually in {-1, 1}) broadcast together as
+    in torch, with one number of dimensions (as torch asks), and the loss has
+    their broadcast shape. ``"mean"`` divides by its number of elements.
     """
     return _pairs(_K.MARGIN_RANKING, (input1, input2), _NAMES, target, reduction, None, None,
                   n_threads, False, rows=False, margin=option_float(margin, "margin"))[0]
@@ -263,7 +309,8 @@ def margin_ranking_loss_with_grad(input1, input2, target, margin=0.0, reduction=
 
     ``grad_input1 = -g y [z >= 0]``, ``grad_input2 = -grad_input1`` with
     ``z = -y (x1 - x2) + margin``: exactly at the margin (z = 0) the loss is 0
-    and the gradient passes, as torch's ``clamp_min`` gives.
+    and the gradient passes, as torch's ``clamp_min`` gives. A broadcast input's
+    gradient is summed back to its own shape (as autograd does).
     """
     return _pairs(_K.MARGIN_RANKING, (input1, input2), _NAMES, target, reduction, grad_output,
                   out, n_threads, True, rows=False, margin=option_float(margin, "margin"))
@@ -274,7 +321,8 @@ def hinge_embedding_loss(input, target, margin=1.0, reduction="mean", *, n_threa
 
     ``l = [y != 1] max(0, margin - x) + [y != -1] x`` element by element, so
     ``x`` for ``y = 1`` and ``max(0, margin - x)`` for ``y = -1`` (a target outside
-    {-1, 1} gets both terms, as in torch). ``target`` (floats or integers) of input's shape.
+    {-1, 1} gets both terms, as in torch). ``input`` and ``target`` (floats or
+    integers) broadcast together as in torch; the loss has their broadcast shape.
     """
     return _pairs(_K.HINGE_EMBEDDING, (input,), ("input",), target, reduction, None, None,
                   n_threads, False, rows=False, labels=True,
@@ -285,8 +333,8 @@ def hinge_embedding_loss_with_grad(input, target, margin=1.0, reduction="mean",
                                    grad_output=None, out=None, *, n_threads=None):
     r""":func:`hinge_embedding_loss` and its gradient ``g ([y != -1] - [y != 1][margin - x >= 0])``:
     ``(loss, grad_input)``. At ``x = margin`` with ``y = -1`` the gradient is ``-g``
-    (torch's ``clamp_min``). ``out`` is an array (one gradient, as for the other
-    single-gradient losses) or None.
+    (torch's ``clamp_min``), summed back to input's shape where input was broadcast.
+    ``out`` is an array (one gradient, as for the other single-gradient losses) or None.
     """
     return _pairs(_K.HINGE_EMBEDDING, (input,), ("input",), target, reduction, grad_output,
                   None if out is None else (out,), n_threads, True, rows=False, labels=True,

@@ -1407,9 +1407,16 @@ def _rows_reduce(per_row, reduction, grad_output):
 def _pairwise_distance(x1, x2, p, eps):
     """torch.pairwise_distance: (||u||_p, d||u||_p / du) with u = x1 - x2 + eps along the last
     axis; the derivative is sign(u) |u|^(p-1) / ||u||^(p-1), 0 where u = 0 or ||u|| = 0 (torch's
-    norm backward)."""
+    norm backward). For p = inf the norm is max |u| and the derivative sign(u) on the terms that
+    attain it, shared evenly among them (torch's backward of the inf-norm)."""
     u = x1 - x2 + eps
     a = np.abs(u)
+    if p == np.inf:
+        norm = np.max(a, axis=-1)
+        hit = (a == norm[..., np.newaxis]) | np.isnan(u)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(norm == 0, 0.0, 1.0 / np.sum(hit, axis=-1))[..., np.newaxis]
+        return norm, np.where(hit, np.sign(u), 0.0) * share
     norm = np.sum(a**p, axis=-1) ** (1.0 / p)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(norm == 0, 0.0, norm ** (1.0 - p))[..., np.newaxis]
@@ -1511,19 +1518,33 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
                                          reduction)[0]
 
 
+def _sum_to(grad, shape):
+    """The gradient of an operand of `shape` that was broadcast to grad's shape: summed over
+    the axes it was broadcast along (torch's sum_to)."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+
+
 def margin_ranking_loss_with_grad(input1, input2, target, margin=0.0, reduction="mean",
                                   grad_output=None):
-    """torch's margin_ranking_loss, elementwise; returns ``(loss, grad_input1, grad_input2)``.
+    """torch's margin_ranking_loss, elementwise over the broadcast operands (of one number of
+    dimensions, as torch asks); returns ``(loss, grad_input1, grad_input2)``.
 
         z = -y (x1 - x2) + m,  l = max(0, z),  dl/dx1 = -y [z >= 0] = -dl/dx2
+
+    each gradient summed back to its input's shape.
     """
     _check_reduction(reduction)
     dtype = np.asarray(input1).dtype
     x1, x2, y = (np.asarray(a, dtype=np.float64) for a in (input1, input2, target))
+    if not x1.ndim == x2.ndim == y.ndim:
+        raise ValueError("input1, input2, target: expected one number of dimensions")
     z = -y * (x1 - x2) + margin
     loss, g = _reduce(np.maximum(z, 0.0), reduction, z.size, grad_output)
     grad1 = g * np.where(z >= 0, -y, 0.0)
-    return _cast_loss(loss, dtype, reduction), _cast_grad(grad1, dtype), _cast_grad(-grad1, dtype)
+    return (_cast_loss(loss, dtype, reduction), _cast_grad(_sum_to(grad1, x1.shape), dtype),
+            _cast_grad(_sum_to(-grad1, x2.shape), dtype))
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
@@ -1532,7 +1553,8 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
 
 def hinge_embedding_loss_with_grad(input, target, margin=1.0, reduction="mean",
                                    grad_output=None):
-    """torch's hinge_embedding_loss, elementwise; returns ``(loss, grad_input)``.
+    """torch's hinge_embedding_loss, elementwise over the broadcast input and target; returns
+    ``(loss, grad_input)``, the gradient summed back to input's shape.
 
         l = [y != 1] max(0, m - x) + [y != -1] x
         dl/dx = [y != -1] - [y != 1] [m - x >= 0]
@@ -1546,7 +1568,7 @@ def hinge_embedding_loss_with_grad(input, target, margin=1.0, reduction="mean",
     per_elem = np.where(y != 1, np.maximum(z, 0.0), 0.0) + np.where(y != -1, x, 0.0)
     slope = (y != -1) - ((y != 1) & (z >= 0)).astype(np.float64)
     loss, g = _reduce(per_elem, reduction, per_elem.size, grad_output)
-    return _cast_loss(loss, dtype, reduction), _cast_grad(g * slope, dtype)
+    return _cast_loss(loss, dtype, reduction), _cast_grad(_sum_to(g * slope, x.shape), dtype)
 
 
 def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):

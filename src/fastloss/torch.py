@@ -42,11 +42,22 @@ How a call runs:
 
 Per loss, as the table says:
 
-- Every loss of ``fastloss.functional`` is here. The fourteen with a
+- Every loss of ``fastloss.functional`` is here. The eighteen with a
   ``torch.nn.functional`` twin have its signature and are what ``patch()`` routes;
-  ``hinge_loss``, ``msle_loss``, ``log_cosh_loss`` (torch-style signatures) and
-  ``sigmoid_focal_loss`` (torchvision's, ``inputs``/``targets``) have none, and a call
-  they cannot serve raises TypeError instead of falling back.
+  ``hinge_loss``, ``msle_loss``, ``log_cosh_loss``, ``contrastive_loss``,
+  ``center_loss`` (torch-style signatures) and ``sigmoid_focal_loss`` (torchvision's,
+  ``inputs``/``targets``) have none, and a call they cannot serve raises TypeError
+  instead of falling back.
+- The losses with several differentiable tensors (the pairs family: input1/input2,
+  anchor/positive/negative, features/centers) give each its gradient from the one
+  fused pass. ``margin_ranking_loss`` and ``hinge_embedding_loss`` broadcast their
+  operands as torch does; with ``reduction="none"`` they are expanded to the common
+  shape (views) so that the per-element upstream gradient applies before autograd
+  sums each gradient back. ``center_loss`` with ``reduction="none"`` and centres that
+  require grad gathers each row's centre (``centers[target]``), since its centre
+  gradient sums over rows. ``cosine_embedding_loss`` and ``triplet_margin_loss``
+  serve partners of input's shape only (torch broadcasts them: that falls back);
+  ``triplet_margin_loss`` with ``p <= 0`` falls back (fastloss refuses it).
 - ``gaussian_nll_loss`` differentiates ``input`` and a ``var`` tensor; a Python float
   ``var`` is passed to fastloss as the float. With ``reduction="none"`` a homoscedastic
   ``var`` is expanded to input's shape (a view), so its gradient takes the per-element
@@ -88,8 +99,12 @@ from . import functional as _functional
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CenterLoss",
+    "ContrastiveLoss",
+    "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "GaussianNLLLoss",
+    "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
     "KLDivLoss",
@@ -97,23 +112,30 @@ __all__ = [
     "LogCoshLoss",
     "MSELoss",
     "MSLELoss",
+    "MarginRankingLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
     "SoftMarginLoss",
+    "TripletMarginLoss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "center_loss",
+    "contrastive_loss",
+    "cosine_embedding_loss",
     "cross_entropy",
     "fallback_counts",
     "gaussian_nll_loss",
+    "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
     "is_patched",
     "kl_div",
     "l1_loss",
     "log_cosh_loss",
+    "margin_ranking_loss",
     "mse_loss",
     "msle_loss",
     "multi_margin_loss",
@@ -126,6 +148,7 @@ __all__ = [
     "sigmoid_focal_loss",
     "smooth_l1_loss",
     "soft_margin_loss",
+    "triplet_margin_loss",
     "unpatch",
 ]
 
@@ -160,6 +183,9 @@ class _Loss:
       broadcasts them with a warning; fastloss refuses).
     - ``none_axis``: for ``reduction="none"``, the axis of input that one loss value
       spans (cross-entropy: the class axis), None when losses are per element.
+    - ``broadcast``: the tensors broadcast together (torch's rules) and the
+      ``reduction="none"`` loss has their common shape (its ``prepare`` expands them,
+      see _broadcast_none).
     - ``signature``: for a loss without a torch twin, its torch-style signature.
     - ``module``: ``(torch.nn class name, its attributes passed as keywords)``; a class
       name torch.nn lacks gets a ``torch.nn.modules.loss._Loss`` subclass whose
@@ -184,6 +210,7 @@ class _Loss:
     unsupported: tuple[str, ...] = ()
     same_shape: tuple[str, ...] = ()
     none_axis: int | None = None
+    broadcast: bool = False
     signature: str | None = None
     module: tuple[str, tuple[str, ...]] | None = None
     reductions: tuple[str, ...] = ("none", "mean", "sum")
@@ -243,7 +270,53 @@ def _gaussian_var(args: dict[str, Any], reduction: str) -> str | None:
     return None  # any other shape: fastloss rejects it and torch raises its own error
 
 
+def _broadcast_none(*names: str, same_ndim: bool = False) -> Callable:
+    """The prepare of an element loss whose operands broadcast (torch's rules): for
+    ``reduction="none"`` they are expanded to their common shape (views), so that each
+    gradient is per element and takes the per-element upstream gradient, and autograd's
+    backward of the expand sums it back to the operand's shape. (For a reduced loss
+    fastloss sums each gradient back itself.) Operands of different numbers of
+    dimensions where torch wants one (`same_ndim`), or that do not broadcast, are left
+    for fastloss to reject: torch then raises its own error."""
+    def prepare(args: dict[str, Any], reduction: str) -> None:
+        if reduction != "none":
+            return None
+        shapes = [args[name].shape for name in names]
+        if all(shape == shapes[0] for shape in shapes) or (
+                same_ndim and len({len(shape) for shape in shapes}) > 1):
+            return None
+        try:
+            shape = torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            return None
+        for name in names:
+            args[name] = args[name].expand(shape)
+        return None
+    return prepare
+
+
+def _center_rows(args: dict[str, Any], reduction: str) -> None:
+    """center_loss with ``reduction="none"`` and centres that require grad: the centre
+    gradient sums over rows, so the per-row upstream gradient cannot scale it
+    afterwards. Each row's centre is gathered instead (``centers[target]``,
+    differentiable) and row i is matched with centre row i: the centre gradient is then
+    per row, takes each row's upstream gradient, and autograd's backward of the gather
+    adds the rows into the table. A class index out of range is left for fastloss's
+    IndexError (checked in eager mode only)."""
+    features, target, centers = args["features"], args["target"], args["centers"]
+    if (reduction != "none" or not (torch.is_grad_enabled() and centers.requires_grad)
+            or features.dim() != 2 or centers.dim() != 2 or target.shape != features.shape[:1]):
+        return None
+    if not torch.compiler.is_compiling() and target.numel() and bool(
+            (target < 0).any() or (target >= centers.shape[0]).any()):
+        return None
+    args["centers"] = centers.index_select(0, target)
+    args["target"] = torch.arange(target.shape[0])
+    return None
+
+
 _ELEMENTWISE = ("input", "target")
+_PAIR = ("input1", "input2", "target")
 _LOSSES = [
     _Loss("cross_entropy", tensors=("input", "target", "weight"), differentiable=("input",),
           options={"ignore_index": int, "reduction": str, "label_smoothing": float},
@@ -309,6 +382,32 @@ _LOSSES = [
           options={"full": bool, "eps": float, "reduction": str}, same_shape=("target",),
           numbers=("var",), prepare=_gaussian_var,
           module=("GaussianNLLLoss", ("full", "eps", "reduction"))),
+    _Loss("contrastive_loss", tensors=_PAIR, differentiable=("input1", "input2"),
+          options={"margin": float, "reduction": str}, same_shape=("input2",), none_axis=-1,
+          twin=False, signature="(input1, input2, target, margin=1.0, reduction='mean')",
+          module=("ContrastiveLoss", ("margin", "reduction"))),
+    _Loss("cosine_embedding_loss", tensors=_PAIR, differentiable=("input1", "input2"),
+          options={"margin": float, "reduction": str}, index_tensors=("target",),
+          same_shape=("input2",), none_axis=-1,
+          module=("CosineEmbeddingLoss", ("margin", "reduction"))),
+    _Loss("triplet_margin_loss", tensors=("anchor", "positive", "negative"),
+          differentiable=("anchor", "positive", "negative"),
+          options={"margin": float, "p": float, "eps": float, "swap": bool, "reduction": str},
+          same_shape=("positive", "negative"), none_axis=-1,
+          module=("TripletMarginLoss", ("margin", "p", "eps", "swap", "reduction"))),
+    _Loss("margin_ranking_loss", tensors=_PAIR, differentiable=("input1", "input2"),
+          options={"margin": float, "reduction": str},
+          broadcast=True, prepare=_broadcast_none(*_PAIR, same_ndim=True),
+          module=("MarginRankingLoss", ("margin", "reduction"))),
+    _Loss("hinge_embedding_loss", tensors=_ELEMENTWISE, differentiable=("input",),
+          options={"margin": float, "reduction": str}, index_tensors=("target",),
+          broadcast=True, prepare=_broadcast_none(*_ELEMENTWISE),
+          module=("HingeEmbeddingLoss", ("margin", "reduction"))),
+    _Loss("center_loss", tensors=("features", "target", "centers"),
+          differentiable=("features", "centers"), options={"reduction": str},
+          index_tensors=("target",), none_axis=-1, twin=False,
+          signature="(features, target, centers, reduction='mean')", prepare=_center_rows,
+          module=("CenterLoss", ("reduction",))),
 ]
 
 
@@ -386,7 +485,12 @@ def _fake(loss: _Loss, with_grad: bool) -> Callable:
 
     def fake(*args):
         x = args[0]
-        shape = _drop_axis(x.shape, loss.none_axis) if args[reduction_at] == "none" else ()
+        if args[reduction_at] != "none":
+            shape: tuple[int, ...] = ()
+        elif loss.broadcast:
+            shape = tuple(torch.broadcast_shapes(*(t.shape for t in args[:count])))
+        else:
+            shape = _drop_axis(x.shape, loss.none_axis)
         value = x.new_empty(shape)
         if not with_grad:
             return value
@@ -790,6 +894,12 @@ msle_loss: Callable[..., torch.Tensor]
 log_cosh_loss: Callable[..., torch.Tensor]
 poisson_nll_loss: Callable[..., torch.Tensor]
 gaussian_nll_loss: Callable[..., torch.Tensor]
+contrastive_loss: Callable[..., torch.Tensor]
+cosine_embedding_loss: Callable[..., torch.Tensor]
+triplet_margin_loss: Callable[..., torch.Tensor]
+margin_ranking_loss: Callable[..., torch.Tensor]
+hinge_embedding_loss: Callable[..., torch.Tensor]
+center_loss: Callable[..., torch.Tensor]
 CrossEntropyLoss: type[torch.nn.CrossEntropyLoss]
 NLLLoss: type[torch.nn.NLLLoss]
 MultiMarginLoss: type[torch.nn.MultiMarginLoss]
@@ -807,6 +917,12 @@ MSLELoss: type[torch.nn.modules.loss._Loss]
 LogCoshLoss: type[torch.nn.modules.loss._Loss]
 PoissonNLLLoss: type[torch.nn.PoissonNLLLoss]
 GaussianNLLLoss: type[torch.nn.GaussianNLLLoss]
+ContrastiveLoss: type[torch.nn.modules.loss._Loss]
+CosineEmbeddingLoss: type[torch.nn.CosineEmbeddingLoss]
+TripletMarginLoss: type[torch.nn.TripletMarginLoss]
+MarginRankingLoss: type[torch.nn.MarginRankingLoss]
+HingeEmbeddingLoss: type[torch.nn.HingeEmbeddingLoss]
+CenterLoss: type[torch.nn.modules.loss._Loss]
 
 for _entry in _LOSSES:
     _register(_entry)

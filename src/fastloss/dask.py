@@ -36,34 +36,38 @@ chunk runs the single-machine kernel with ``n_threads=1`` by default (Dask
 already runs one chunk per worker thread) and the GIL released.
 
 Exact reductions. Each chunk yields its loss sum in double (the kernels' double
-total, not rounded to float32) and its denominator: the element (or row)
-count, the summed weights ``w[y]`` of the kept targets for cross-entropy and
-nll_loss with class-index targets, or ``sum(weight)`` for weighted mse/l1. A
-tree of fixed shape (``SPLIT_EVERY`` chunks per node, in chunk order) adds the
-pairs, and ``"mean"`` is the global sum over the global denominator, rounded
-once to input's dtype; the corner cases are the single-machine call's (every
-target ignored or an empty array: a NaN mean with a zero gradient; a zero sum;
-NaN propagates). A ``"mean"`` gradient first computes the global denominator from
-the targets and weights alone, as a node of the graph (the logits are read
-once); each chunk's fused pass then runs as ``reduction="sum"`` with
-``grad_output = g / D``, which is the single-machine kernel's own scale, so the
-gradient is bit-identical to the single-machine one whenever ``D`` is (counts
-always; ``multilabel_soft_margin_loss`` scales by ``(g/N)/C`` instead of
-``g/(N C)``, one rounding apart).
+total, not rounded to float32: fastloss._dispatch.double_totals) and its
+denominator: the element (or row) count, the summed weights ``w[y]`` of the
+kept targets for cross-entropy and nll_loss with class-index targets, or
+``sum(weight)`` for weighted mse/l1. A tree of fixed shape (``SPLIT_EVERY``
+chunks per node, in chunk order) adds the pairs, and ``"mean"`` is the global
+sum over the global denominator, rounded once to input's dtype (not a mean of
+chunk means). The corner cases are the single-machine call's: every target
+ignored, or an empty array, gives a NaN mean with a zero gradient and a zero
+sum; NaN propagates. A ``"mean"`` gradient first computes the global
+denominator from the targets and weights alone, as a node of the graph (never
+an eager ``compute()``; the logits are read once), then each chunk's fused pass
+runs as ``reduction="sum"`` with ``grad_output = g / D``: the scale the
+single-machine kernel uses. For class weights that denominator is a chain
+through the chunks in order that adds ``w[y]`` one by one in double, exactly as
+the kernel does, so every gradient is bit-identical to the single-machine one,
+except weighted mse/l1 (``sum(weight)`` added per chunk, then by the tree: the
+scale may differ in the last place) and ``multilabel_soft_margin_loss``
+(``(g/N)/C`` against ``g/(N C)``), which agree to a few ulps.
 
 Determinism and accuracy. For a fixed chunking the graph and every task in it
 are fixed, so results are bit-identical across runs, schedulers (threads,
-processes, ``distributed``) and numbers of workers and threads. Against the
-single-machine call they differ only in the order of the double additions: with
-``n`` the number of loss terms, the two double totals differ by at most
-``2 (n - 1) u sum|l|`` (``u = 2**-53``, the standard bound for recursive
-summation, applied to both orders), so a reduced loss agrees with the
-single-machine one to ``2 (n - 1) u sum|l| / |sum l|`` relative before the final
-rounding to input's dtype, which can differ in the last place (one float32 or
-float64 ulp) on top of that; weighted denominators likewise. Per-element results
-(``"none"``, every gradient of a chunked operand, ``_grad_hess``'s grad and
-hess) are bit-identical to the single-machine call, which computes each element
-alone.
+processes, ``distributed``), numbers of workers and threads, and worker
+restarts. Against the single-machine call a reduced loss differs only in the
+order of its double additions: for ``n`` terms ``l_i`` both totals are within
+``(n - 1) u sum|l_i|`` of the exact sum (``u = 2**-53``, the bound of any
+summation order), so they differ by at most ``2 (n - 1) u sum|l_i|`` (over
+``|D|`` for a mean), and the final rounding to input's dtype can then differ by
+one unit in the last place. With one chunk the totals are the same and so are
+the results, bit for bit (but multilabel's mean, as above). Per-element results (``"none"``, the gradients of
+chunked operands, ``_grad_hess``'s grad and hess) are bit-identical to the
+single-machine call's; the gradient of an operand handed whole is the sum of
+the chunks' (each rounded to input's dtype), in double.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Any, Callable
+import operator
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -80,10 +85,11 @@ from . import _dispatch, functional
 #: Partial results added per node of the reduction tree.
 SPLIT_EVERY = 8
 
-# The per-element arguments of each family, besides the first (batch) array:
-# chunked along the batch axis when they have it (see _is_batch_operand).
-_BATCH_OPERANDS = ("target", "input2", "positive", "negative", "weight", "pos_weight", "var",
-                   "sample_weight")
+# The per-element arguments besides the first (batch) array, chunked along the
+# batch axis when they have it (see _is_batch_operand): those that always have a
+# row per sample, and those that may instead broadcast whole (a (C,) weight).
+_ROW_OPERANDS = ("target", "input2", "positive", "negative", "sample_weight")
+_BATCH_OPERANDS = _ROW_OPERANDS + ("weight", "pos_weight", "var")
 # Arguments that are per-class (or per-table) whatever their shape.
 _WHOLE = {"class rows": ("weight",), "pairs": ("centers",)}
 # The arrays a _with_grad differentiates, in the order of its gradients.
@@ -241,8 +247,7 @@ def _is_batch_operand(name: str, value: Any, family: str, n: int, ndim: int) -> 
     shape = np.shape(value)
     if not shape or shape[0] != n:
         return False
-    return name in ("target", "input2", "positive", "negative", "sample_weight") \
-        or len(shape) == ndim
+    return name in _ROW_OPERANDS or len(shape) == ndim
 
 
 def _layout(family: str, name: str, bound: dict, rechunk: bool):
@@ -354,9 +359,9 @@ def _build(name: str, form: str, bound: dict, n_threads: Any, rechunk: bool):
         extra = ([[b] for b in go.to_delayed().reshape(-1)] if go is not None
                  else [[grad_output]] * len(rows) if grad_output is not None
                  else [[]] * len(rows))
-        tasks = [delayed(_none_task, pure=True, nout=len(probe))(
+        tasks = [delayed(_none_task, pure=True)(
             name, form, kwargs, keys, threads, *blocks[i], *extra[i]) for i in range(len(rows))]
-        loss = _concat(da, [t[0] for t in tasks], rows, probe[0], result_dtype)
+        loss = _chunked(da, tasks, 0, rows, probe[0], result_dtype)
         if form == "loss":
             return loss
         return (loss,) + _gradients(da, delayed, tasks, rows, grads_of, arrays, probe[1:],
@@ -395,7 +400,7 @@ def _build(name: str, form: str, bound: dict, n_threads: Any, rechunk: bool):
         g = 1.0 if grad_output is None else grad_output
         scale = delayed(_mean_scale, pure=True)(denominator, g) if mean else g
         extra = [[scale]] * len(rows)
-    tasks = [delayed(_loss_task, pure=True, nout=len(probe))(
+    tasks = [delayed(_loss_task, pure=True)(
         name, form, kwargs, None if form == "grad_hess" else "sum", keys, threads, x.dtype,
         bool(by_data and form == "loss"), *blocks[i], *extra[i]) for i in range(len(rows))]
     total = delayed(_finish, pure=True)(_tree(delayed, [t[0] for t in tasks]),
@@ -407,11 +412,17 @@ def _build(name: str, form: str, bound: dict, n_threads: Any, rechunk: bool):
                                 result_dtype)
 
 
-def _concat(da, parts, rows, meta, result_dtype):
-    """Chunks of `meta`'s dtype and per-row shape as one dask array of `result_dtype`."""
-    chunks = [da.from_delayed(p, shape=(n,) + meta.shape[1:], dtype=meta.dtype)
-              for p, n in zip(parts, rows)]
-    out = da.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+def _chunked(da, tasks, j, rows, meta, result_dtype):
+    """Output `j` of the chunks' tasks (each returns a tuple) as one dask array of
+    `meta`'s per-row shape, chunked along the batch axis like `rows`."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+    name = f"fastloss-{j}-{tokenize([t.key for t in tasks], j)}"
+    tail = meta.shape[1:]
+    layer = {(name, i) + (0,) * len(tail): (operator.getitem, t.key, j)
+             for i, t in enumerate(tasks)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=tasks)
+    out = da.Array(graph, name, (rows,) + tuple((n,) for n in tail), meta=meta)
     return out if out.dtype == result_dtype else out.astype(result_dtype)
 
 
@@ -421,12 +432,12 @@ def _gradients(da, delayed, tasks, rows, grads_of, arrays, metas, result_dtype):
     None where the single-machine call gives None."""
     out = []
     for j, (of, meta) in enumerate(zip(grads_of, metas), start=1):
-        parts = [t[j] for t in tasks]
         if meta is None:  # not differentiated (gaussian_nll_loss's float var)
             out.append(None)
         elif of in arrays:
-            out.append(_concat(da, parts, rows, meta, result_dtype))
+            out.append(_chunked(da, tasks, j, rows, meta, result_dtype))
         else:
+            parts = [t[j] for t in tasks]
             summed = delayed(_cast_sum, pure=True)(_tree(delayed, parts), result_dtype)
             out.append(da.from_delayed(summed, shape=meta.shape, dtype=result_dtype))
     return tuple(out)
@@ -451,7 +462,7 @@ def _make(name: str, form: str) -> Callable:
         arguments.pop("n_threads", None)
         return _build(name, form, arguments, n_threads, rechunk)
 
-    dask_function.__signature__ = signature.replace(parameters=parameters)
+    setattr(dask_function, "__signature__", signature.replace(parameters=parameters))
     dask_function.__module__ = __name__
     dask_function.__doc__ = (
         f"{target_name} over dask arrays (see fastloss.functional.{target_name} for the "
@@ -470,7 +481,13 @@ def _names() -> list[tuple[str, str]]:
     return pairs
 
 
-__all__ = []
+if TYPE_CHECKING:
+    # The functions are made from fastloss.functional's at import (see _make),
+    # with its signatures (inspect.signature shows them) plus ``rechunk``.
+    def __getattr__(name: str) -> Callable[..., Any]: ...
+
+
+__all__: list[str] = []
 for _name, _form in _names():
     _public = _name if _form == "loss" else f"{_name}_{_form}"
     globals()[_public] = _make(_name, _form)

@@ -271,7 +271,9 @@ def cross_entropy_grad_hess(input, target, weight=None, ignore_index=-100, label
     # sum(s l) accumulated in double, as the kernels' reductions are.
     total = (np.dot(sw.astype(np.float64, copy=False), loss_rows.astype(np.float64, copy=False))
              if sw is not None else np.sum(loss_rows, dtype=np.float64))
-    loss = as_result(call.dtype.type(total), call.result_dtype)
+    loss = _dispatch.kernels.reduced_sum(total, call.rows)
+    if call.result_dtype is not call.dtype:
+        loss = as_result(loss, call.result_dtype)
     return (loss, call.in_caller_layout(grad, grad_out, call.direct),
             call.in_caller_layout(hess, hess_out, hess_direct))
 

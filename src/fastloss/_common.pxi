@@ -75,6 +75,8 @@ cdef inline double sum_in_order(const double* block_sums, Py_ssize_t n_blocks) n
 
 cnp.import_array()
 
+from cpython.pythread cimport PyThread_tss_create, PyThread_tss_get, PyThread_tss_set
+
 
 cdef int float_typenum(object array, str name) except -1:
     """NPY_FLOAT or NPY_DOUBLE: the floating type of the call, taken from `array`."""
@@ -119,16 +121,36 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 
 
+# fastloss.dask sums the blocks of many chunks, so it takes each chunk's reduced
+# loss as the double total, unrounded, and rounds once, after combining them. A
+# flag per thread: Dask runs chunks on several threads, other code may run too.
+cdef Py_tss_t double_totals_key
+if PyThread_tss_create(&double_totals_key) != 0:
+    raise MemoryError()
+
+
+def set_double_totals(bint on):
+    """Private (fastloss._dispatch.double_totals): while on, this thread's reduced
+    losses are float64 scalars of the double total, float32 calls' too."""
+    PyThread_tss_set(&double_totals_key, <void*><size_t>on)
+
+
 cdef object reduced_loss(double value, int typenum, int reduction):
     """What a def entry returns: the reduced loss as a NumPy scalar of the call's
-    dtype (a float32 loss is accumulated in double and rounded once, here), or
-    None for reduction "none"."""
+    dtype (a float32 loss is accumulated in double and rounded once, here, unless
+    set_double_totals is on), or None for reduction "none"."""
     cdef float single = <float>value
     if reduction == REDUCTION_NONE:
         return None
-    if typenum == cnp.NPY_FLOAT:
+    if typenum == cnp.NPY_FLOAT and PyThread_tss_get(&double_totals_key) == NULL:
         return PyArray_Scalar(&single, cnp.PyArray_DescrFromType(typenum), None)
-    return PyArray_Scalar(&value, cnp.PyArray_DescrFromType(typenum), None)
+    return PyArray_Scalar(&value, cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE), None)
+
+
+def reduced_sum(double total, like):
+    """A sum accumulated in double by the Python layer as the kernels return one:
+    a scalar of `like`'s dtype (float32 or float64), rounded as reduced_loss does."""
+    return reduced_loss(total, float_typenum(like, "like"), REDUCTION_SUM)
 
 
 cdef struct Span:

@@ -14,9 +14,11 @@ it; and a variant is imported only once ``_cpu`` says this CPU runs it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from types import ModuleType
 
 from . import _cpu
@@ -81,3 +83,16 @@ def use(path: str) -> ModuleType:
     global kernels
     previous, kernels = kernels, load(path)
     return previous
+
+
+@contextlib.contextmanager
+def double_totals() -> Iterator[None]:
+    """Within it, this thread's reduced losses come back as float64 scalars of the
+    kernels' double totals, unrounded for float32 inputs too: fastloss.dask sums
+    many chunks' totals and rounds once. The one private hook for that."""
+    module = kernels
+    module.set_double_totals(True)
+    try:
+        yield
+    finally:
+        module.set_double_totals(False)

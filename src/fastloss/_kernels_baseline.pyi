@@ -59,6 +59,14 @@ def built_with_openmp() -> bool:
 def default_threads() -> int:
     """The number of threads OpenMP would use now (OMP_NUM_THREADS, threadpoolctl)."""
 
+def set_double_totals(on: bool) -> None:
+    """Private (fastloss._dispatch.double_totals): while on, this thread's reduced
+    losses are float64 scalars of the double total, float32 calls' too."""
+
+def reduced_sum(total: float, like: npt.NDArray[np.floating[Any]]) -> np.floating[Any]:
+    """A sum accumulated in double by the Python layer as the kernels return one:
+    a scalar of `like`'s dtype (float32 or float64), rounded as reduced_loss does."""
+
 def cross_entropy(
     logits: npt.NDArray[_Float],
     target: npt.NDArray[np.int64] | None,

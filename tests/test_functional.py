@@ -1119,3 +1119,18 @@ def test_fast_path_declines_what_needs_converting(simd_path, dtype, monkeypatch)
         except (TypeError, ValueError):
             pass  # an error is the general path's to raise
         assert len(general_calls) == before + 1
+
+
+def test_empty_sums_are_zero_where_the_denominator_is_not():
+    """No elements sum to 0, also through "mean"'s machinery when its denominator is
+    not 0: multilabel's "sum" (divided by C) and kl_div's "batchmean" of a (3, 0)
+    batch are 0, as in torch; a mean over no elements stays NaN."""
+    empty_rows = np.zeros((0, 3), np.float32)
+    assert fl.multilabel_soft_margin_loss(empty_rows, empty_rows, reduction="sum") == 0
+    loss, grad = fl.multilabel_soft_margin_loss_with_grad(empty_rows, empty_rows,
+                                                                reduction="sum")
+    assert loss == 0 and grad.shape == (0, 3)
+    assert np.isnan(fl.multilabel_soft_margin_loss(empty_rows, empty_rows))
+    no_support = np.zeros((3, 0))
+    assert fl.kl_div(no_support, no_support, reduction="batchmean") == 0
+    assert np.isnan(fl.kl_div(np.zeros((0, 3)), np.zeros((0, 3)), reduction="batchmean"))

@@ -237,3 +237,38 @@ def test_no_leaks_on_any_path():
     if MALLINFO2 is not None:
         assert heap[-1] - heap[0] < 4 * 2**10, detail
     assert blocks[-1] - blocks[0] < 200, detail
+
+
+def _unaligned(array):
+    """A copy of `array` (C-contiguous, same values) at an address off its alignment."""
+    raw = np.empty(array.nbytes + 1, np.uint8)
+    view = raw[1:].view(array.dtype).reshape(array.shape)
+    view[...] = array
+    assert not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_unaligned_operands(name):
+    """Unaligned but contiguous arrays (as a distributed worker may hand over) give the
+    aligned call's loss and gradients, for every operand including the target."""
+    rng = np.random.default_rng(7)
+    arrays, target, options = _arguments(name, rng, (6, 5), np.float64)
+    want = getattr(fl, name + "_with_grad")(*_positional(name, arrays, target, options)[0],
+                                            **_positional(name, arrays, target, options)[1])
+    shifted = [_unaligned(a) for a in arrays]
+    target_shifted = None if target is None else _unaligned(target)
+    args, kwargs = _positional(name, shifted, target_shifted, options)
+    got = getattr(fl, name + "_with_grad")(*args, **kwargs)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_center_update_unaligned_features():
+    rng = np.random.default_rng(8)
+    features = rng.standard_normal((6, 5))
+    target = rng.integers(0, 3, 6)
+    centers = rng.standard_normal((3, 5))
+    want = fl.center_loss_update(centers.copy(), features, target)
+    got = fl.center_loss_update(centers.copy(), _unaligned(features), target)
+    np.testing.assert_array_equal(got, want)

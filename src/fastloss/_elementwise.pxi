@@ -702,14 +702,15 @@ cdef double elementwise_elems(ElementwiseLoss kind, const floating* x, Elementwi
                               int reduction, double denominator, double grad_output,
                               int n_threads) except? -1:
     """The reduced loss of a checked call ("mean" divides by `denominator`: NaN,
-    with a zero gradient, when it is 0); NaN for reduction "none"."""
-    cdef double total
+    with a zero gradient, when it is 0); NaN for reduction "none". No elements
+    sum to 0, so their "mean" is 0 too where the denominator is not (a multilabel
+    "sum" divides by the class count)."""
+    cdef double total = 0
     call.scale = grad_output
     if reduction == REDUCTION_MEAN:
         call.scale = grad_output / denominator if denominator != 0 else 0.0
-    if call.n == 0:
-        return NAN if reduction == REDUCTION_MEAN else 0.0
-    total = run_elementwise_kind(kind, x, call, n_threads)
+    if call.n != 0:
+        total = run_elementwise_kind(kind, x, call, n_threads)
     if reduction == REDUCTION_MEAN:
         return total / denominator if denominator != 0 else NAN
     if reduction == REDUCTION_SUM:

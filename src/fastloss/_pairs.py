@@ -119,7 +119,7 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
         if tgt.shape != loss_shape:
             raise ValueError(f"target: expected shape {loss_shape} for {names[0]} of "
                              f"shape {shape}, got {tgt.shape}")
-        y = tgt.astype(dtype, order="C", copy=False)
+        y = kernel_array(tgt.astype(dtype, order="C", copy=False))
     scale, scale_rows = (1.0, None) if grad_output is None else grad_scale(
         grad_output, code, loss_shape, dtype)
     threads = _threads(n_threads)
@@ -460,7 +460,7 @@ def center_loss_update(centers, features, target, alpha=0.5, *, n_threads=None):
     x = features if type(features) is np.ndarray else np.asarray(features)
     if x.dtype.kind != "f":
         raise TypeError(f"features: expected a floating-point array, got dtype {x.dtype}")
-    x = x.astype(centers.dtype, order="C", copy=False)
+    x = kernel_array(x.astype(centers.dtype, order="C", copy=False))
     rows, indices, _ = _center_operands(x, target, centers, centers.dtype)
     alpha = option_float(alpha, "alpha")
     if np.may_share_memory(centers, features):

@@ -1146,13 +1146,9 @@ def test_module_matches_torch_and_state_dict_round_trip(class_name, kwargs, kind
     theirs.load_state_dict(ours.state_dict())
 
 
-@pytest.mark.parametrize("class_name,kwargs", [
-    ("HingeLoss", dict()), ("HingeLoss", dict(margin=0.5, squared=True, reduction="sum")),
-    ("HingeLoss", dict(margin=2.0)), ("MSLELoss", dict(reduction="none")),
-    ("MSLELoss", dict()), ("LogCoshLoss", dict()), ("LogCoshLoss", dict(reduction="sum"))])
-def test_modules_without_torch_twin(class_name, kwargs):
-    """torch-style modules for hinge, MSLE, log-cosh: a torch.nn loss base, the
-    function's options as constructor arguments with its defaults."""
+def twinless_module(class_name, kwargs):
+    """(its _LOSSES entry, an instance) of a module without a torch twin, checked to be a
+    torch.nn loss whose constructor takes the function's options with its defaults."""
     import inspect
     cls = getattr(ft, class_name)
     loss = next(entry for entry in ft._LOSSES if entry.module and entry.module[0] == class_name)
@@ -1163,6 +1159,17 @@ def test_modules_without_torch_twin(class_name, kwargs):
     assert all(params[n].default == func_params[n].default for n in params)
     module = cls(**kwargs)
     assert module.reduction == kwargs.get("reduction", "mean") and module.state_dict() == {}
+    return loss, module
+
+
+@pytest.mark.parametrize("class_name,kwargs", [
+    ("HingeLoss", dict()), ("HingeLoss", dict(margin=0.5, squared=True, reduction="sum")),
+    ("HingeLoss", dict(margin=2.0)), ("MSLELoss", dict(reduction="none")),
+    ("MSLELoss", dict()), ("LogCoshLoss", dict()), ("LogCoshLoss", dict(reduction="sum"))])
+def test_modules_without_torch_twin(class_name, kwargs):
+    """torch-style modules for hinge, MSLE, log-cosh: a torch.nn loss base, the
+    function's options as constructor arguments with its defaults."""
+    loss, module = twinless_module(class_name, kwargs)
     x, (y,) = module_data("sign", torch.float64)
     if class_name == "MSLELoss":
         x, y = x.abs(), y.abs()
@@ -1182,16 +1189,7 @@ def test_modules_without_torch_twin(class_name, kwargs):
 def test_pair_modules_without_torch_twin(class_name, kwargs):
     """ContrastiveLoss and CenterLoss: the function's options as constructor arguments
     with its defaults; forward takes the function's tensors (both gradients reach them)."""
-    import inspect
-    cls = getattr(ft, class_name)
-    loss = next(entry for entry in ft._LOSSES if entry.module and entry.module[0] == class_name)
-    assert issubclass(cls, torch.nn.modules.loss._Loss)
-    params = inspect.signature(cls).parameters
-    func_params = inspect.signature(loss.function).parameters
-    assert list(params) == list(loss.module[1])
-    assert all(params[n].default == func_params[n].default for n in params)
-    module = cls(**kwargs)
-    assert module.reduction == kwargs.get("reduction", "mean") and module.state_dict() == {}
+    loss, module = twinless_module(class_name, kwargs)
     build = rows_case(target="binary") if class_name == "ContrastiveLoss" else center_case()
     tensors, _ = build(torch.float64, gen(6))
     names = grad_names(loss.name, tensors)

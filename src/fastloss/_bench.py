@@ -1592,6 +1592,17 @@ def render_boosting(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _write_outputs(args: argparse.Namespace, report: dict, markdown: Callable[[], str]) -> None:
+    """--json: the report as data; --markdown: its README tables (made only when asked)."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown())
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fastloss bench",
@@ -1703,14 +1714,8 @@ def run_all_paths(args: argparse.Namespace, argv: list[str]) -> int:
     for path, reason in failures.items():
         print(f"bench: SIMD path {path}: {reason}", file=sys.stderr)
     print(f"\n({combined['elapsed_s']:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(combined, f, indent=1)
-            f.write("\n")
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("\n".join(render_markdown(reports[p], p in combined["checked_paths"])
-                              for p in paths if p in reports))
+    _write_outputs(args, combined, lambda: "\n".join(
+        render_markdown(reports[p], p in combined["checked_paths"]) for p in paths if p in reports))
     if failures:
         return 1
     if args.check and any(_missed(reports[p]) for p in combined["checked_paths"]):
@@ -1876,13 +1881,7 @@ def main(argv: list[str]) -> int:
     if args.boosting:
         print(render_boosting(report["boosting"]))
     print(f"\n({report['elapsed_s']:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(render_markdown(report))
+    _write_outputs(args, report, lambda: render_markdown(report))
     if fastloss_failed:
         print("bench: a fastloss call failed (see 'error' above)", file=sys.stderr)
         return 1

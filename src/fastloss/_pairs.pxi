@@ -82,9 +82,12 @@ cdef struct Pairs:
 
 cdef inline double pow_abs(floating u, int power, double p) noexcept nogil:
     """|u|^p in double."""
-    cdef double a = -u if u < 0 else u
+    cdef double a
     if power == POWER_TWO:
-        return a * a
+        # u * u is |u|^2 to the bit, with no select: in distance_sum's 16 unrolled
+        # lanes a select kept GCC from vectorising the squared distances.
+        return <double>u * u
+    a = -u if u < 0 else u
     if power == POWER_ONE:
         return a
     return pow(a, p)

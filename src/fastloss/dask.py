@@ -128,9 +128,9 @@ def _family(name: str) -> str:
 def _block_call(name: str, form: str, kwargs: dict, reduction: str | None,
                 arrays: dict, grad_output: Any, n_threads: int):
     """The single-machine call on one chunk; reduced losses as double totals."""
-    # distributed may hand a chunk over in an unaligned buffer (pickle protocol 5
-    # frames): the kernels read aligned memory, and not every family copies it.
-    call = dict(kwargs, **{k: np.require(a, requirements="A") for k, a in arrays.items()})
+    # (distributed may hand a chunk over in an unaligned buffer, pickle protocol 5
+    # frames: every family's validation copies those, as for any caller.)
+    call = dict(kwargs, **arrays)
     if reduction is not None:
         call["reduction"] = reduction
     if form == "with_grad" and grad_output is not None:

@@ -1134,3 +1134,41 @@ def test_empty_sums_are_zero_where_the_denominator_is_not():
     no_support = np.zeros((3, 0))
     assert fl.kl_div(no_support, no_support, reduction="batchmean") == 0
     assert np.isnan(fl.kl_div(np.zeros((0, 3)), np.zeros((0, 3)), reduction="batchmean"))
+
+
+def _unaligned(array):
+    """A C-contiguous copy of `array` at an address off its alignment (as a distributed
+    worker may hand a buffer over)."""
+    raw = np.empty(array.nbytes + 1, np.uint8)
+    view = raw[1:].view(array.dtype).reshape(array.shape)
+    view[...] = array
+    assert not view.flags.aligned
+    return view
+
+
+_RNG = np.random.default_rng(0)
+_X, _Y = _RNG.standard_normal((7, 5)), _RNG.integers(0, 5, 7)
+_Q, _W = _RNG.random((7, 5)), _RNG.random(5) + 0.5
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("cross_entropy_with_grad", (_X, _Y), {"weight": _W}),
+    ("cross_entropy_with_grad", (_X, _Q / _Q.sum(1, keepdims=True)), {}),
+    ("cross_entropy_grad_hess", (_X, _Y), {"sample_weight": np.ones(7)}),
+    ("nll_loss_with_grad", (_X, _Y), {"weight": _W}),
+    ("multi_margin_loss_with_grad", (_X, _Y), {"weight": _W}),
+    ("multilabel_soft_margin_loss_with_grad", (_X, (_Q > 0.5) * 1.0), {}),
+    ("binary_cross_entropy_with_logits_with_grad", (_X, _Q), {"weight": _X * 0 + 2,
+                                                              "pos_weight": _W}),
+    ("mse_loss_with_grad", (_X, _Q), {}),
+    ("huber_loss_grad_hess", (_X.ravel(), _Q.ravel()), {"sample_weight": np.ones(35)}),
+    ("gaussian_nll_loss_with_grad", (_X, _Q, _Q + 1), {}),
+])
+def test_unaligned_operands(name, args, kwargs):
+    """Every family copies unaligned operands (targets, weights included) before its
+    kernel: the same bits as the aligned call."""
+    function = getattr(fl, name)
+    want = function(*args, **kwargs)
+    got = function(*map(_unaligned, args), **{k: _unaligned(v) for k, v in kwargs.items()})
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)

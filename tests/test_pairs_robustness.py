@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import fastloss as fl
 from fastloss import reference
+from test_functional import _unaligned
 from test_memory import MALLINFO2, _run_all, heap_in_use, rss_bytes
 from test_threads import Counter, counted, same
 
@@ -237,15 +238,6 @@ def test_no_leaks_on_any_path():
     if MALLINFO2 is not None:
         assert heap[-1] - heap[0] < 4 * 2**10, detail
     assert blocks[-1] - blocks[0] < 200, detail
-
-
-def _unaligned(array):
-    """A copy of `array` (C-contiguous, same values) at an address off its alignment."""
-    raw = np.empty(array.nbytes + 1, np.uint8)
-    view = raw[1:].view(array.dtype).reshape(array.shape)
-    view[...] = array
-    assert not view.flags.aligned
-    return view
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -81,6 +81,14 @@ def _sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.sum(axis=axes, dtype=np.float64).reshape(shape).astype(grad.dtype)
 
 
+def _loss_result(value, loss_rows, loss_shape, dtype, result_dtype):
+    """The call's loss: the rows' losses for "none" (`loss_rows` not None), else the
+    kernel's reduced `value`, in the results' dtype."""
+    if loss_rows is not None:
+        return as_result(loss_rows.reshape(loss_shape), result_dtype)
+    return value if result_dtype is dtype else as_result(value, result_dtype)
+
+
 def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, want_grad, *,
            rows, labels=False, **options):
     """(loss, gradient per array...) of one call of a pairs kernel.
@@ -155,10 +163,7 @@ def _pairs(kind, arrays, names, target, reduction, grad_output, out, n_threads, 
         None if y is None else y.reshape(-1), code, scale, scale_rows, loss_rows,
         *(flat(g) for g in padded_grads), threads, **options)
 
-    if code == REDUCTION_NONE:
-        loss = as_result(loss_rows.reshape(loss_shape), result_dtype)
-    else:
-        loss = value if result_dtype is dtype else as_result(value, result_dtype)
+    loss = _loss_result(value, loss_rows, loss_shape, dtype, result_dtype)
     if not want_grad:
         return (loss,)
     results = []
@@ -397,10 +402,7 @@ def _center(features, target, centers, reduction, grad_output, out, n_threads, w
     value = _dispatch.kernels.center_loss(
         rows, indices, table, code, scale, scale_rows, loss_rows,
         None if grad is None else grad.reshape(rows.shape), grad_centers, threads)
-    if code == REDUCTION_NONE:
-        loss = as_result(loss_rows.reshape(loss_shape), result_dtype)
-    else:
-        loss = value if result_dtype is dtype else as_result(value, result_dtype)
+    loss = _loss_result(value, loss_rows, loss_shape, dtype, result_dtype)
     if not want_grad:
         return (loss,)
     results = []

@@ -267,12 +267,17 @@ cdef inline void kl_div_point(floating x, floating y, bint log_target, floating*
                               floating* slope, floating* curvature) noexcept nogil:
     """x = log q. y p: y (log y - x), where a target of 0 contributes exactly 0
     (even at x = -inf, where torch's 0 * inf gives NaN); log_target, y = log p:
-    exp(y) (y - x). The slope is -p, the curvature 0 (the loss is linear in x)."""
+    exp(y) (y - x). The slope is -p, the curvature 0 (the loss is linear in x).
+    log_target is a constant of the loss's tag (see element_point): one exp or
+    one log per element, not both."""
     cdef floating zero = 0  # typed: Cython writes a bare 0 as a C double
-    cdef floating exp_y = exp_any(y)
-    cdef floating log_y = log_nonneg(y)
-    cdef floating p = exp_y if log_target else y
-    cdef floating log_p = y if log_target else log_y
+    cdef floating p, log_p
+    if log_target:
+        p = exp_any(y)
+        log_p = y
+    else:
+        p = y
+        log_p = log_nonneg(y)
     cdef floating term = p * (log_p - x)
     loss[0] = zero if p == zero else term
     slope[0] = -p
@@ -333,22 +338,23 @@ cdef inline void poisson_nll_point(floating x, floating y, bint log_input, bint 
                                    floating* curvature) noexcept nogil:
     """torch's poisson_nll_loss: exp(x) - y x (log_input), else x - y log(x + eps);
     full adds Stirling's y log y - y + log(2 pi y)/2 where y > 1 (it does not
-    depend on x). Curvature: exp(x) (log_input), else y / (x + eps)^2."""
+    depend on x), taken as (y + 1/2) log y - y + log(2 pi)/2 (one log). Curvature:
+    exp(x) (log_input), else y / (x + eps)^2. log_input is a constant of the
+    loss's tag (see element_point), so that each choice computes only its terms."""
     cdef floating one = 1, zero = 0, half = <floating>0.5  # typed: bare literals are C doubles
-    cdef floating rate = exp_any(x)
-    cdef floating shifted = x + eps
-    cdef floating log_y = log_nonneg(y)
-    cdef floating stirling = y * log_y - y + half * log_nonneg(<floating>6.283185307179586 * y)
-    cdef floating loss_log = rate - y * x
-    cdef floating loss_rate = x - y * log_nonneg(shifted)
-    cdef floating slope_log = rate - y
-    cdef floating slope_rate = one - y / shifted
-    # One select per term: GCC leaves the loop scalar when two of them stack up.
-    cdef floating stirling_term = zero if (y <= one) | (not full) else stirling
-    loss[0] = (loss_log if log_input else loss_rate) + stirling_term
-    slope[0] = slope_log if log_input else slope_rate
-    cdef floating curvature_rate = y / (shifted * shifted)
-    curvature[0] = rate if log_input else curvature_rate
+    cdef floating rate, shifted
+    if log_input:
+        rate = exp_any(x)
+        loss[0] = rate - y * x
+        slope[0] = rate - y
+        curvature[0] = rate
+    else:
+        shifted = x + eps
+        loss[0] = x - y * log_nonneg(shifted)
+        slope[0] = one - y / shifted
+        curvature[0] = y / (shifted * shifted)
+    cdef floating stirling = (y + half) * log_nonneg(y) - y + <floating>0.9189385332046727
+    loss[0] = loss[0] + (zero if (y <= one) | (not full) else stirling)
 
 
 cdef inline void gaussian_nll_point(floating x, floating y, floating var, bint full, floating eps,
@@ -382,6 +388,9 @@ cdef inline void gaussian_nll_point(floating x, floating y, floating var, bint f
 
 # ---------------------------------------------------------------- the registry
 # One empty struct per loss: each tag makes the block loop a separate C function.
+# An option that chooses which terms a loss computes (kl_div's log_target,
+# poisson_nll's log_input) gives it a tag per choice: as a select in one loop,
+# every choice's exp and logs would be computed for every element.
 
 cdef struct MseTag:
     char unused
@@ -403,11 +412,15 @@ cdef struct BinaryCrossEntropyTag:
     char unused
 cdef struct KlDivTag:
     char unused
+cdef struct KlDivLogTargetTag:
+    char unused
 cdef struct MsleTag:
     char unused
 cdef struct LogCoshTag:
     char unused
 cdef struct PoissonNllTag:
+    char unused
+cdef struct PoissonNllRateTag:
     char unused
 cdef struct GaussianNllTag:
     char unused
@@ -423,9 +436,11 @@ ctypedef fused ElementTag:
     SigmoidFocalTag
     BinaryCrossEntropyTag
     KlDivTag
+    KlDivLogTargetTag
     MsleTag
     LogCoshTag
     PoissonNllTag
+    PoissonNllRateTag
     GaussianNllTag
 
 
@@ -454,13 +469,17 @@ cdef inline void element_point(const ElementTag* tag, floating x, floating y, fl
     elif ElementTag is BinaryCrossEntropyTag:
         binary_cross_entropy_point(x, y, loss, slope, curvature)
     elif ElementTag is KlDivTag:
-        kl_div_point(x, y, o.log_target, loss, slope, curvature)
+        kl_div_point(x, y, False, loss, slope, curvature)
+    elif ElementTag is KlDivLogTargetTag:
+        kl_div_point(x, y, True, loss, slope, curvature)
     elif ElementTag is MsleTag:
         msle_point(x, y, loss, slope, curvature)
     elif ElementTag is LogCoshTag:
         log_cosh_point(x, y, loss, slope, curvature)
     elif ElementTag is PoissonNllTag:
-        poisson_nll_point(x, y, o.log_input, o.full, <floating>o.eps, loss, slope, curvature)
+        poisson_nll_point(x, y, True, o.full, <floating>o.eps, loss, slope, curvature)
+    elif ElementTag is PoissonNllRateTag:
+        poisson_nll_point(x, y, False, o.full, <floating>o.eps, loss, slope, curvature)
     elif ElementTag is GaussianNllTag:
         gaussian_nll_point(x, y, aux, o.full, <floating>o.eps, loss, slope, curvature, slope_aux)
 
@@ -512,14 +531,18 @@ cdef double run_elementwise_kind(ElementwiseLoss kind, const floating* x,
         return run_elementwise(<const SigmoidFocalTag*>NULL, x, call, n_threads)
     if kind == BINARY_CROSS_ENTROPY:
         return run_elementwise(<const BinaryCrossEntropyTag*>NULL, x, call, n_threads)
+    if kind == KL_DIV and call.options.log_target:
+        return run_elementwise(<const KlDivLogTargetTag*>NULL, x, call, n_threads)
     if kind == KL_DIV:
         return run_elementwise(<const KlDivTag*>NULL, x, call, n_threads)
     if kind == MSLE:
         return run_elementwise(<const MsleTag*>NULL, x, call, n_threads)
     if kind == LOG_COSH:
         return run_elementwise(<const LogCoshTag*>NULL, x, call, n_threads)
-    if kind == POISSON_NLL:
+    if kind == POISSON_NLL and call.options.log_input:
         return run_elementwise(<const PoissonNllTag*>NULL, x, call, n_threads)
+    if kind == POISSON_NLL:
+        return run_elementwise(<const PoissonNllRateTag*>NULL, x, call, n_threads)
     if kind == GAUSSIAN_NLL:
         return run_elementwise(<const GaussianNllTag*>NULL, x, call, n_threads)
     raise ValueError(f"kind: unknown elementwise loss {kind}")
@@ -616,19 +639,27 @@ cdef double elementwise_block(const ElementTag* tag, const floating* x, const El
             curvatures[i] = booster_curvature(tag, curvature, y[start + i], one, floored, floor,
                                               unit) * hess_scale
     else:
+        # The losses and curvatures go to the block's own buffers first. With two
+        # more outputs of unknown address the loop would need more run-time alias
+        # checks than GCC makes (10), and it stayed scalar: Gaussian NLL ran at the
+        # baseline's speed on every tier.
         run = start
         while run < stop:
             run_stop = segment_stop(run, stop, call.aux_period)
             offset = run % call.aux_period - run
             for i in range(run, run_stop):
-                element_point(tag, x[i], y[i], aux[i + offset], &o, &losses[i - start], &slope,
-                              &curvature, &slope_aux)
+                element_point(tag, x[i], y[i], aux[i + offset], &o, &loss_buffer[i - start],
+                              &slope, &curvature, &slope_aux)
                 slopes[i - start] = slope * scale
-                curvatures[i - start] = booster_curvature(tag, curvature, y[i], aux[i + offset],
-                                                          floored, floor, unit) * hess_scale
+                curvature_buffer[i - start] = booster_curvature(
+                    tag, curvature, y[i], aux[i + offset], floored, floor, unit) * hess_scale
                 if ElementTag is GaussianNllTag:
                     slopes_aux[i - start] = slope_aux * scale
             run = run_stop
+        if losses != loss_buffer:
+            memcpy(losses, loss_buffer, n * sizeof(floating))
+        if curvatures != curvature_buffer:
+            memcpy(curvatures, curvature_buffer, n * sizeof(floating))
     if weight != NULL:
         run = start
         while run < stop:

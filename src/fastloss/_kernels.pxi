@@ -28,7 +28,7 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, NAN, sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from fastloss._fastmath cimport (
     LANES, combine_lanes, dot_lanes, exp_any, exp_nonpos, log1p_any, log1p_nonneg, log1p_unit,

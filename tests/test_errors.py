@@ -443,3 +443,15 @@ def test_kernel_entries_check_their_arrays(simd_path):
     ]
     for name, exc, change in bad_rows:
         raises(exc, name, kernels.class_rows_loss, **dict(rows, **change))
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "multi_margin_loss"])
+def test_class_rows_class_count_limit(name):
+    # The class-rows kernels address a block's scores with int32 offsets; a row of
+    # 2**30 classes (4 GiB of float32 per sample) is refused, not miscomputed.
+    # An empty batch keeps the test cheap: the check is on the shape.
+    target = np.empty(0, np.int64)
+    for f in both(name):
+        with pytest.raises(ValueError, match="input: expected at most 1073741823 classes"):
+            f(np.empty((0, 2**30), np.float32), target)
+    fl.nll_loss(np.empty((0, 2**30 - 1), np.float32), target, reduction="sum")

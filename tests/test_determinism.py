@@ -278,3 +278,57 @@ def test_new_losses_bit_identical_across_threads(name):
                         **kwargs)
             for g, w, o in zip(got[1:], want[1:], out if isinstance(out, tuple) else (out,)):
                 assert g is o and same_bits(g, w), (name, reduction, "out=")
+
+
+# ------------------------------------------ an element's bits, wherever it falls
+# A block's vector loop and its scalar tail must compute the same bits, or an element's
+# result depends on its position (and fastloss.dask's chunks would differ from one call).
+
+POSITION_CASES = {
+    "mse_loss": "normal", "huber_loss": "normal", "l1_loss": "normal",
+    "smooth_l1_loss": "normal", "log_cosh_loss": "normal", "poisson_nll_loss": "counts",
+    "binary_cross_entropy_with_logits": "binary", "sigmoid_focal_loss": "binary",
+    "soft_margin_loss": "sign", "hinge_loss": "sign", "binary_cross_entropy": "probs",
+    "kl_div": "log_probs", "msle_loss": "positive", "gaussian_nll_loss": "var",
+}
+
+
+def _position_operands(kind, n, rng, dtype):
+    x = rng.standard_normal(n) * rng.choice([0.3, 1.0, 4.0])
+    y = rng.standard_normal(n)
+    extra = ()
+    if kind == "counts":
+        y = np.abs(y) * 3
+    elif kind == "binary":
+        y = (rng.random(n) < 0.5) * 1.0
+    elif kind == "sign":
+        y = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    elif kind == "probs":
+        x, y = rng.random(n), (rng.random(n) < 0.5) * 1.0
+    elif kind == "log_probs":
+        x, y = -np.abs(x), rng.random(n)
+    elif kind == "positive":
+        x, y = np.abs(x), np.abs(y)
+    elif kind == "var":
+        extra = (rng.uniform(0.1, 3.0, n).astype(dtype),)
+    return (x.astype(dtype), y.astype(dtype)) + extra
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", sorted(POSITION_CASES))
+def test_element_bits_do_not_depend_on_position(name, dtype):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    fused = getattr(fl, name + "_with_grad")
+    with kl_quiet():
+        for _ in range(25):
+            n = int(rng.integers(2, 3000))
+            start = int(rng.integers(1, n))
+            args = _position_operands(POSITION_CASES[name], n, rng, dtype)
+            for reduction in ("none", "sum"):
+                whole = fused(*args, reduction=reduction)
+                tail = fused(*(a[start:].copy() for a in args), reduction=reduction)
+                parts = [(whole[1], tail[1])]
+                if reduction == "none":
+                    parts.append((whole[0], tail[0]))
+                for w, t in parts:
+                    assert bits(w[start:]) == bits(t), (name, n, start, reduction)

@@ -315,7 +315,11 @@ cdef inline void log_cosh_point(floating x, floating y, floating* loss, floating
     cdef floating d = x - y
     cdef floating a = -d if d < zero else d
     cdef floating s = sinh_small(half * a)
-    cdef floating two_s2 = (s + s) * s
+    # 2 S^2 feeds three sums: through a select GCC cannot fuse it into them (as
+    # multiply-adds), which it did in the vector loop and not in its scalar tail,
+    # so an element's bits depended on where in the block it fell.
+    cdef floating two_s2_product = (s + s) * s
+    cdef floating two_s2 = zero if two_s2_product < zero else two_s2_product
     cdef floating e = exp_nonpos(-(a + a))
     cdef floating u = one + e
     cdef floating inv_u = one / u

@@ -29,8 +29,11 @@ cdef extern from *:
 
 cdef enum:
     # center_loss reaches each row's centre and its (C, D) sums at random: it asks
-    # for those of the row this many places ahead (cache lines of 64 bytes).
-    CENTER_PREFETCH_ROWS = 4
+    # for those of the row this many places ahead (cache lines of 64 bytes). One
+    # row ahead measured best (bench --pairs --case center, and with 8192 and
+    # 32768 classes); 4 was slower by 10-15% at 1024 classes (more requests in
+    # flight than the core keeps, and their loop's instructions).
+    CENTER_PREFETCH_ROWS = 1
     CACHE_LINE = 64
     # Row blocks hold about this many elements of the first array (at least one
     # row, at most PAIRS_MAX_BLOCK_ROWS rows): the block sums are added in order.
@@ -640,6 +643,20 @@ cdef struct Centers:
     bint update
 
 
+cdef inline void prefetch_lines(const void* p, size_t n, bint write) noexcept nogil:
+    """Ask for every cache line of the n bytes at p, from the line holding the
+    first byte: a row off the lines' alignment (numpy's arrays are 16-byte
+    aligned) spans one line more than its bytes, the last one asked for too."""
+    cdef size_t line = <size_t>p - <size_t>p % CACHE_LINE
+    cdef size_t end = <size_t>p + n
+    while line < end:
+        if write:
+            prefetch_write(<const void*>line)
+        else:
+            prefetch(<const void*>line)
+        line += CACHE_LINE
+
+
 cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
                       Py_ssize_t hi) noexcept nogil:
     """The rows of classes [lo, hi), in row order: their losses 0.5 ||x_i - c_j||^2
@@ -652,9 +669,17 @@ cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
     are read (and their gradients written) in memory order: the features stream
     once, and only the (C, D) table and its sums (L2/L3) are reached at random,
     prefetched CENTER_PREFETCH_ROWS rows ahead (perf showed the loads of the sums
-    stalling without). 65536x128 float32, 1000 classes, bench --pairs: 82.5 ms
-    (5.2x the copy) sorted by class with the features' rows prefetched, 24 ms
-    (2.9x) in row order, ~20 ms with the prefetch (loaded machine, +-20%)."""
+    stalling without). A row's gradient is written and added to its sums in one
+    loop (the sums add the value just computed, not a reload of g). 65536x128
+    float32, 1000 classes, bench --pairs: 82.5 ms (5.2x the copy) sorted by class
+    with the features' rows prefetched, 24 ms (2.9x) in row order, ~20 ms with the
+    prefetch (loaded machine, +-20%). 1024 classes, `OMP_WAIT_POLICY=passive python
+    -m fastloss bench --pairs --case center`, five interleaved runs: 4 rows ahead
+    with two loops over k 2.2-2.6x memcpy's time (~10 ms), 1 row ahead with one
+    loop 2.2x (~9 ms); callgrind counts 705 instructions a row before, 640 after.
+    Tried and slower here: non-temporal stores of the gradient rows (through an
+    L1 buffer, whose reload stalled), and passes over groups of classes whose
+    sums fit in L2 (each pass reading its rows scattered: 2-3x slower)."""
     cdef const floating* centers = <const floating*>call.centers
     cdef const floating* rows_scale = <const floating*>call.grad_scale_rows
     cdef floating* loss_rows = <floating*>call.loss_rows
@@ -665,8 +690,8 @@ cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
     cdef const floating* c
     cdef floating* g
     cdef double* acc
-    cdef floating s, zero = 0
-    cdef Py_ssize_t D = call.dim, i, j, k, ahead, line
+    cdef floating s, v, zero = 0
+    cdef Py_ssize_t D = call.dim, i, j, k, ahead
     cdef double loss, factor, zero_d = 0
     for i in range(call.n_rows):
         j = call.target[i]
@@ -674,14 +699,8 @@ cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
             continue
         if i + CENTER_PREFETCH_ROWS < call.n_rows:
             ahead = call.target[i + CENTER_PREFETCH_ROWS] * D
-            line = 0
-            while line < D * <Py_ssize_t>sizeof(floating):
-                prefetch(<const char*>(centers + ahead) + line)
-                line += CACHE_LINE
-            line = 0
-            while line < D * <Py_ssize_t>sizeof(double):
-                prefetch_write(<const char*>(call.acc + ahead) + line)
-                line += CACHE_LINE
+            prefetch_lines(centers + ahead, D * sizeof(floating), False)
+            prefetch_lines(call.acc + ahead, D * sizeof(double), True)
         xi = x + i * D
         c = centers + j * D
         acc = call.acc + j * D
@@ -697,9 +716,9 @@ cdef void center_rows(const floating* x, const Centers* call, Py_ssize_t lo,
             s = rows_scale[i] if rows_scale != NULL else <floating>call.scale
             g = grad + i * D
             for k in range(D):
-                g[k] = s * (xi[k] - c[k])
-            for k in range(D):
-                acc[k] += g[k]
+                v = s * (xi[k] - c[k])
+                g[k] = v
+                acc[k] += v
     for j in range(lo, hi):
         acc = call.acc + j * D
         if call.update:
